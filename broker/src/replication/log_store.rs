@@ -1,0 +1,355 @@
+//! `RaftLogStorage` over the partition's segment log: raft entries are Kafka batches in the
+//! `.log` files (blank and membership entries go to the log's meta records), the vote and
+//! purge point live in `raft_state`. Appends are acknowledged to raft once fsynced by the
+//! partition's flusher, which serves every append waiting at that moment with one fsync.
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
+use tokio::sync::{mpsc, watch};
+
+use super::raft_state::{DurableRaftState, RaftStateFiles};
+use super::types::{log_id, storage_err, Entry, LogId, PartitionCommand, PartitionRaft, StorageError};
+use crate::config::FsyncPolicy;
+use crate::log::{EntryPayload as LogPayload, LogError, PartitionLog, StoredPayload};
+
+const META_BLANK: u8 = 0;
+const META_MEMBERSHIP: u8 = 1;
+
+/// Most entries and bytes kept in memory after append, so that applying and replicating
+/// fresh entries does not read them back from disk. Older entries are read from disk.
+const RECENT_MAX_ENTRIES: usize = 4096;
+const RECENT_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Entries appended recently, contiguous by index.
+#[derive(Default)]
+pub(crate) struct RecentEntries {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+fn entry_size(e: &Entry) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(PartitionCommand::Batch(b)) => b.len() + 64,
+        _ => 64,
+    }
+}
+
+impl RecentEntries {
+    fn push(&mut self, e: Entry) {
+        if let Some(last) = self.entries.back() {
+            if last.log_id.index + 1 != e.log_id.index {
+                self.clear();
+            }
+        }
+        self.bytes += entry_size(&e);
+        self.entries.push_back(e);
+        while self.entries.len() > RECENT_MAX_ENTRIES || self.bytes > RECENT_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some(old) => self.bytes -= entry_size(&old),
+                None => break,
+            }
+        }
+    }
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let first = self.entries.front()?.log_id.index;
+        let pos = usize::try_from(index.checked_sub(first)?).ok()?;
+        self.entries.get(pos)
+    }
+    fn truncate_from(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
+            if let Some(e) = self.entries.pop_back() {
+                self.bytes -= entry_size(&e);
+            }
+        }
+    }
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Everything the log store, the state machine and the partition handle share.
+pub(crate) struct PartitionShared {
+    pub log: Mutex<PartitionLog>,
+    pub files: RaftStateFiles,
+    pub durable: Mutex<DurableRaftState>,
+    pub recent: Mutex<RecentEntries>,
+    /// The high watermark: end offset of the last applied entry.
+    pub high_watermark: watch::Sender<i64>,
+    pub fsync: FsyncPolicy,
+}
+
+impl PartitionShared {
+    /// Locks the log. A poisoned lock means a panic happened mid-write; the log's own
+    /// recovery on restart is the remedy, so keep serving what is there.
+    pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub(super) fn recent(&self) -> MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub(super) fn durable(&self) -> MutexGuard<'_, DurableRaftState> {
+        self.durable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads entries `[start, end)` from the cache or the disk.
+    pub(super) fn read_entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, LogError> {
+        let mut out = Vec::with_capacity(end.saturating_sub(start).min(1024) as usize);
+        let mut missing_from = None;
+        {
+            let recent = self.recent();
+            for i in start..end {
+                match recent.get(i) {
+                    Some(e) => out.push(e.clone()),
+                    None => {
+                        missing_from = Some(i);
+                        break;
+                    }
+                }
+            }
+        }
+        if missing_from.is_some() {
+            out.clear();
+            let log = self.log();
+            for i in start..end {
+                match log.read_entry(i)? {
+                    Some((meta, payload)) => out.push(stored_to_entry(meta.term, i, payload)?),
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn stored_to_entry(term: u64, index: u64, payload: StoredPayload) -> Result<Entry, LogError> {
+    let payload = match payload {
+        StoredPayload::Batch(b) => EntryPayload::Normal(PartitionCommand::Batch(b)),
+        StoredPayload::Meta(m) => match m.first() {
+            Some(&META_BLANK) => EntryPayload::Blank,
+            Some(&META_MEMBERSHIP) => {
+                let membership = serde_json::from_slice(&m[1..]).map_err(|e| LogError::CorruptBatch {
+                    reason: format!("membership entry {index}: {e}"),
+                })?;
+                EntryPayload::Membership(membership)
+            }
+            _ => {
+                return Err(LogError::CorruptBatch { reason: format!("unknown meta entry kind at index {index}") });
+            }
+        },
+    };
+    Ok(Entry { log_id: log_id(term, index), payload })
+}
+
+/// Writes one raft entry into the log.
+fn append_entry(log: &mut PartitionLog, e: &Entry, now_ms: i64) -> Result<(), LogError> {
+    let (index, term) = (e.log_id.index, e.log_id.leader_id.term);
+    match &e.payload {
+        EntryPayload::Normal(PartitionCommand::Batch(b)) => {
+            log.append(index, term, LogPayload::Batch(b), now_ms)?;
+        }
+        EntryPayload::Blank => {
+            log.append(index, term, LogPayload::Meta(&[META_BLANK]), now_ms)?;
+        }
+        EntryPayload::Membership(m) => {
+            let mut buf = vec![META_MEMBERSHIP];
+            serde_json::to_writer(&mut buf, m).map_err(|e| LogError::CorruptBatch { reason: e.to_string() })?;
+            log.append(index, term, LogPayload::Meta(&buf), now_ms)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The raft log storage of one partition.
+pub(crate) struct PartitionLogStore {
+    pub shared: Arc<PartitionShared>,
+    flush_tx: mpsc::UnboundedSender<LogFlushed<PartitionRaft>>,
+}
+
+impl PartitionLogStore {
+    pub fn new(shared: Arc<PartitionShared>) -> Self {
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_flusher(shared.clone(), flush_rx));
+        PartitionLogStore { shared, flush_tx }
+    }
+}
+
+/// Group commit: waits for appends, fsyncs once for all of them, then acknowledges each.
+async fn run_flusher(shared: Arc<PartitionShared>, mut rx: mpsc::UnboundedReceiver<LogFlushed<PartitionRaft>>) {
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        waiting.push(first);
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let s = shared.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let pending = s.log().take_unsynced();
+            pending.sync().map_err(std::io::Error::other)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        metrics::counter!("runnel_log_fsyncs_total").increment(1);
+        for cb in waiting.drain(..) {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            cb.log_io_completed(r);
+        }
+    }
+}
+
+fn range_bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e + 1,
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<PartitionRaft> for Arc<PartitionShared> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = range_bounds(&range);
+        let end = {
+            let last = self.log().last_index();
+            match last {
+                Some(l) => end.min(l + 1),
+                None => return Ok(Vec::new()),
+            }
+        };
+        self.read_entries(start, end).map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        // Bound one replication message to a few MiB of batches.
+        let end = end.min(start + 256);
+        self.try_get_log_entries(start..end).await
+    }
+}
+
+impl RaftLogReader<PartitionRaft> for PartitionLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.shared.try_get_log_entries(range).await
+    }
+}
+
+impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
+    type LogReader = Arc<PartitionShared>;
+
+    async fn get_log_state(&mut self) -> Result<LogState<PartitionRaft>, StorageError> {
+        let last_purged_log_id = self.shared.durable().last_purged;
+        let log = self.shared.log();
+        let last_log_id = match (log.last_index(), log.last_term()) {
+            (Some(i), Some(t)) => Some(log_id(t, i)),
+            _ => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.shared.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &openraft::Vote<u64>) -> Result<(), StorageError> {
+        let shared = self.shared.clone();
+        let vote = *vote;
+        tokio::task::spawn_blocking(move || {
+            let mut d = shared.durable();
+            d.vote = Some(vote);
+            shared.files.store(&d)
+        })
+        .await
+        .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Write, std::io::Error::other(e)))?
+        .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<openraft::Vote<u64>>, StorageError> {
+        Ok(self.shared.durable().vote)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<PartitionRaft>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let now = now_ms();
+        {
+            let mut log = self.shared.log();
+            let mut recent = self.shared.recent();
+            for e in entries {
+                append_entry(&mut log, &e, now).map_err(|err| {
+                    storage_err(ErrorSubject::Log(e.get_log_id().clone()), ErrorVerb::Write, err)
+                })?;
+                recent.push(e);
+            }
+        }
+        match self.shared.fsync {
+            FsyncPolicy::Always => {
+                if let Err(mpsc::error::SendError(cb)) = self.flush_tx.send(callback) {
+                    cb.log_io_completed(Err(std::io::Error::other("flusher stopped")));
+                }
+            }
+            FsyncPolicy::Never => callback.log_io_completed(Ok(())),
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, id: LogId) -> Result<(), StorageError> {
+        self.shared.recent().truncate_from(id.index);
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.log().truncate_from(id.index))
+            .await
+            .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Delete, std::io::Error::other(e)))?
+            .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+
+    async fn purge(&mut self, id: LogId) -> Result<(), StorageError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), std::io::Error> {
+            {
+                let mut d = shared.durable();
+                d.last_purged = Some(id);
+                shared.files.store(&d)?;
+            }
+            shared.log().purge_through(id.index).map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Delete, std::io::Error::other(e)))?
+        .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+/// Bytes of a stored batch for callers outside raft (fetch reads the log directly).
+#[allow(dead_code)]
+pub(crate) fn batch_bytes(e: &Entry) -> Option<&Bytes> {
+    match &e.payload {
+        EntryPayload::Normal(PartitionCommand::Batch(b)) => Some(b),
+        _ => None,
+    }
+}

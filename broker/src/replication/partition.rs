@@ -1,0 +1,254 @@
+//! `PartitionReplica`: one partition's raft group and log, as the handlers see it:
+//! propose a batch, wait for its commit, read committed data, answer offset queries.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{BasicNode, Raft, ServerState};
+use tokio::sync::{oneshot, watch};
+
+use super::log_store::{PartitionLogStore, PartitionShared, RecentEntries};
+use super::network::NoPeers;
+use super::raft_state::RaftStateFiles;
+use super::state_machine::PartitionStateMachine;
+use super::types::{PartitionCommand, PartitionRaft, PartitionReply};
+use super::ReplicationError;
+use crate::config::FsyncPolicy;
+use crate::log::{LogConfig, PartitionLog, ReadSlice};
+
+/// How to open a partition replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub node_id: u64,
+    /// This node's raft address (unused in single-node mode).
+    pub raft_addr: String,
+    pub log: LogConfig,
+    pub fsync: FsyncPolicy,
+    /// Voters of the group when it is created for the first time.
+    pub initial_voters: BTreeMap<u64, String>,
+}
+
+/// One partition replica on this node.
+pub struct PartitionReplica {
+    raft: Raft<PartitionRaft>,
+    shared: Arc<PartitionShared>,
+    dir: PathBuf,
+    /// Settings read on the write path, updated when topic configs change.
+    settings: Mutex<crate::cluster::topic_config::LogSettings>,
+}
+
+/// A proposed batch that has been handed to raft, in proposal order.
+pub struct ProposeHandle {
+    rx: oneshot::Receiver<Result<ClientWriteResponse<PartitionRaft>, ClientWriteError<u64, BasicNode>>>,
+}
+
+fn raft_config() -> Result<Arc<openraft::Config>, ReplicationError> {
+    let config = openraft::Config {
+        cluster_name: "runnel-partition".to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        // The log is the state: never snapshot for compaction; retention purges segments.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: u64::MAX / 2,
+        max_payload_entries: 256,
+        ..Default::default()
+    };
+    config.validate().map(Arc::new).map_err(|e| ReplicationError::Raft(e.to_string()))
+}
+
+fn map_write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> ReplicationError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ReplicationError::NotLeader { leader: f.leader_id },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ReplicationError::Raft(c.to_string()),
+        RaftError::Fatal(f) => ReplicationError::Stopped(f.to_string()),
+    }
+}
+
+impl ProposeHandle {
+    /// Waits until the batch is committed (and, with the default fsync policy, on disk on a
+    /// majority), returning the offset the log assigned it.
+    pub async fn committed(self) -> Result<PartitionReply, ReplicationError> {
+        match self.rx.await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(ReplicationError::NotLeader { leader: f.leader_id }),
+            Ok(Err(ClientWriteError::ChangeMembershipError(c))) => Err(ReplicationError::Raft(c.to_string())),
+            Err(_) => Err(ReplicationError::Stopped("raft dropped the proposal".into())),
+        }
+    }
+}
+
+impl PartitionReplica {
+    /// Opens (recovering) the log in `dir` and starts the raft group. A group that has never
+    /// been initialised is initialised with `initial_voters`.
+    pub async fn open(
+        dir: &Path,
+        config: ReplicaConfig,
+        settings: crate::cluster::topic_config::LogSettings,
+    ) -> Result<Arc<PartitionReplica>, ReplicationError> {
+        let dir_owned = dir.to_path_buf();
+        let log_config = config.log.clone();
+        let (log, files) = tokio::task::spawn_blocking(move || -> Result<_, ReplicationError> {
+            let log = PartitionLog::open(&dir_owned, log_config, super::log_store::now_ms())?;
+            let files = RaftStateFiles::open(&dir_owned)?;
+            Ok((log, files))
+        })
+        .await
+        .map_err(|e| ReplicationError::Stopped(e.to_string()))??;
+        let durable = files.load()?;
+        let start = log.log_start_offset();
+        let (hw_tx, _) = watch::channel(start);
+        let shared = Arc::new(PartitionShared {
+            log: Mutex::new(log),
+            files,
+            durable: Mutex::new(durable),
+            recent: Mutex::new(RecentEntries::default()),
+            high_watermark: hw_tx,
+            fsync: config.fsync,
+        });
+        let store = PartitionLogStore::new(shared.clone());
+        let sm = PartitionStateMachine::open(shared.clone());
+        let raft = Raft::new(config.node_id, raft_config()?, NoPeers, store, sm)
+            .await
+            .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| ReplicationError::Stopped(e.to_string()))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> =
+                config.initial_voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
+            raft.initialize(members).await.map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        } else if config.initial_voters.len() == 1 {
+            // A lone voter need not wait for an election timeout after a restart.
+            let _ = raft.trigger().elect().await;
+        }
+        Ok(Arc::new(PartitionReplica { raft, shared, dir: dir.to_path_buf(), settings: Mutex::new(settings) }))
+    }
+
+    /// Waits up to `timeout` for this group to have a leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        let mut m = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if m.borrow().current_leader.is_some() {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, m.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return m.borrow().current_leader.is_some(),
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn settings(&self) -> crate::cluster::topic_config::LogSettings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn update_settings(&self, s: crate::cluster::topic_config::LogSettings) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// The leader's node id, if one is known.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// True when this node leads the group.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader
+    }
+
+    /// Kafka leader epoch: the raft term.
+    pub fn leader_epoch(&self) -> i32 {
+        i32::try_from(self.raft.metrics().borrow().current_term).unwrap_or(i32::MAX)
+    }
+
+    /// Replica node ids (voters and learners) of the group.
+    pub fn replicas(&self) -> BTreeSet<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
+    }
+
+    /// Hands a batch to raft. Calls made in some order are appended in that order.
+    pub async fn propose(&self, batch: Bytes) -> Result<ProposeHandle, ReplicationError> {
+        if !self.is_leader() {
+            return Err(ReplicationError::NotLeader { leader: self.leader() });
+        }
+        let rx = self
+            .raft
+            .client_write_ff(PartitionCommand::Batch(batch))
+            .await
+            .map_err(|e| ReplicationError::Stopped(e.to_string()))?;
+        Ok(ProposeHandle { rx })
+    }
+
+    /// Proposes and waits for the commit.
+    pub async fn append(&self, batch: Bytes) -> Result<PartitionReply, ReplicationError> {
+        let resp = self.raft.client_write(PartitionCommand::Batch(batch)).await.map_err(map_write_error)?;
+        Ok(resp.data)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.shared.high_watermark.borrow()
+    }
+
+    /// Changes to the high watermark, for long-polling fetches.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<i64> {
+        self.shared.high_watermark.subscribe()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.shared.log().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.shared.log().log_end_offset()
+    }
+
+    /// Locates committed data from `offset` (whole batches, KIP-74 first-batch rule).
+    pub fn read(&self, offset: i64, max_bytes: u32) -> Result<ReadSlice, ReplicationError> {
+        let hw = self.high_watermark();
+        Ok(self.shared.log().read(offset, max_bytes, hw)?)
+    }
+
+    /// First committed batch with a timestamp at or after `ts`: (offset, timestamp).
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, ReplicationError> {
+        let hw = self.high_watermark();
+        Ok(self.shared.log().offset_for_timestamp(ts)?.filter(|(o, _)| *o < hw))
+    }
+
+    /// The committed batch with the largest timestamp: (offset, timestamp).
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, ReplicationError> {
+        let hw = self.high_watermark();
+        Ok(self.shared.log().max_timestamp_entry()?.filter(|(o, _)| *o < hw))
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch <= `epoch` in the log and its end offset.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<Option<(i32, i64)>, ReplicationError> {
+        let Ok(term) = u64::try_from(epoch) else { return Ok(None) };
+        let r = self.shared.log().last_offset_for_term(term)?;
+        Ok(r.map(|(t, off)| (i32::try_from(t).unwrap_or(i32::MAX), off.min(self.log_end_offset()))))
+    }
+
+    /// Stops the raft group and marks the log cleanly closed.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = shared.log().mark_clean_shutdown() {
+                tracing::warn!(error = %e, "could not close partition log cleanly");
+            }
+        })
+        .await;
+    }
+}

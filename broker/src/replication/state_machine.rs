@@ -1,0 +1,202 @@
+//! The partition's raft state machine. The partition log itself is the state, so applying
+//! an entry only moves the high watermark and reports the batch's assigned base offset.
+//! A snapshot is the log's position (next index and next offset) and membership: a
+//! follower that installs one starts an empty log there.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+use super::log_store::PartitionShared;
+use super::types::{storage_err, Entry, LogId, Membership, PartitionRaft, PartitionReply, StorageError};
+
+/// What a partition snapshot holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogId>,
+    membership: Membership,
+    next_offset: i64,
+}
+
+pub(crate) struct PartitionStateMachine {
+    shared: Arc<PartitionShared>,
+    last_applied: Option<LogId>,
+    membership: Membership,
+    snapshot: Option<(SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>)>,
+}
+
+impl PartitionStateMachine {
+    /// Restores the applied position: the stored hint, clamped to what the log holds.
+    pub fn open(shared: Arc<PartitionShared>) -> Self {
+        let membership = shared.durable().membership.clone().unwrap_or_default();
+        let mut last_applied = shared.files.load_applied();
+        if let Some(applied) = last_applied {
+            let log = shared.log();
+            let in_log = log.entry_meta(applied.index).ok().flatten();
+            last_applied = match (in_log, log.last_index(), log.last_term()) {
+                (Some(meta), _, _) if meta.term == applied.leader_id.term => Some(applied),
+                // Applied entries beyond the recovered log can only be lost with
+                // `log_fsync: never`: nothing better than the log's end remains.
+                (None, Some(last), Some(term)) if applied.index > last => Some(super::types::log_id(term, last)),
+                // The hint disagrees with the log: re-apply from the log start, always safe.
+                _ => None,
+            };
+            if last_applied.is_none() {
+                tracing::warn!(hint = %applied, "applied hint not in the log; re-applying from the log start");
+            }
+        }
+        let sm = PartitionStateMachine { shared, last_applied, membership, snapshot: None };
+        sm.publish_high_watermark();
+        sm
+    }
+
+    fn publish_high_watermark(&self) {
+        let log = self.shared.log();
+        let hw = match self.last_applied {
+            Some(id) => log.end_offset_after(id.index).ok().flatten().unwrap_or_else(|| log.log_start_offset()),
+            None => log.log_start_offset(),
+        };
+        drop(log);
+        self.shared.high_watermark.send_if_modified(|cur| {
+            if *cur != hw {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+impl RaftSnapshotBuilder<PartitionRaft> for PartitionStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<PartitionRaft>, StorageError> {
+        let next_offset = *self.shared.high_watermark.borrow();
+        let body = SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), next_offset };
+        let data = serde_json::to_vec(&body).map_err(|e| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!("{}-{}", self.last_applied.map(|l| l.index).unwrap_or(0), next_offset),
+        };
+        self.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+/// The snapshot builder works on a copy of the position; building is cheap.
+pub(crate) struct PartitionSnapshotBuilder(PartitionStateMachine);
+
+impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<PartitionRaft>, StorageError> {
+        self.0.build_snapshot().await
+    }
+}
+
+impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
+    type SnapshotBuilder = PartitionSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<PartitionReply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut membership_changed = false;
+        {
+            let log = self.shared.log();
+            for e in entries {
+                let reply = match &e.payload {
+                    EntryPayload::Normal(_) => {
+                        let meta = log
+                            .entry_meta(e.log_id.index)
+                            .map_err(|err| storage_err(ErrorSubject::Apply(e.log_id), ErrorVerb::Read, err))?;
+                        PartitionReply { base_offset: meta.map(|m| m.base_offset).unwrap_or(-1) }
+                    }
+                    EntryPayload::Blank => PartitionReply { base_offset: -1 },
+                    EntryPayload::Membership(m) => {
+                        self.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                        membership_changed = true;
+                        PartitionReply { base_offset: -1 }
+                    }
+                };
+                self.last_applied = Some(e.log_id);
+                replies.push(reply);
+            }
+        }
+        if membership_changed {
+            let mut d = self.shared.durable();
+            d.membership = Some(self.membership.clone());
+            self.shared
+                .files
+                .store(&d)
+                .map_err(|e| storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        }
+        if let Some(id) = &self.last_applied {
+            // A hint only: a lost write costs re-applying a few entries after a crash.
+            let _ = self.shared.files.store_applied(id);
+        }
+        self.publish_high_watermark();
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        PartitionSnapshotBuilder(PartitionStateMachine {
+            shared: self.shared.clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            snapshot: None,
+        })
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = serde_json::from_slice(&data)
+            .map_err(|e| storage_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
+        let next_index = meta.last_log_id.map(|l| l.index + 1).unwrap_or(0);
+        {
+            self.shared.recent().clear();
+            let mut log = self.shared.log();
+            log.reset_to(next_index, body.next_offset, super::log_store::now_ms())
+                .map_err(|e| storage_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
+        }
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        {
+            let mut d = self.shared.durable();
+            d.membership = Some(self.membership.clone());
+            d.last_purged = meta.last_log_id;
+            self.shared
+                .files
+                .store(&d)
+                .map_err(|e| storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        }
+        if let Some(id) = &self.last_applied {
+            let _ = self.shared.files.store_applied(id);
+        }
+        self.snapshot = Some((meta.clone(), data));
+        self.publish_high_watermark();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<PartitionRaft>>, StorageError> {
+        Ok(self
+            .snapshot
+            .as_ref()
+            .map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(data.clone())) }))
+    }
+}
