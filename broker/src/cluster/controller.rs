@@ -1,0 +1,435 @@
+//! The controller raft group: cluster metadata commands replicated through openraft, with
+//! the raft log, vote and applied state in RocksDB (`store`). In single-node mode the group
+//! has one voter; more voters make it KRaft-like without changing what is stored.
+//!
+//! Metadata changes are rare and small, so RocksDB is called inline (each raft-log write is
+//! a synced WriteBatch) rather than through a blocking pool.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{BasicNode, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Raft, StoredMembership};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::info;
+
+use super::{Applied, BrokerMeta, ClusterError, ClusterState, ControllerCommand};
+use crate::replication::types::storage_err;
+use crate::replication::NoPeers;
+use crate::store::{cf, MetadataStore, StoreError, StoreOp};
+
+/// The reply to a proposer: what the command changed, or why it was refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControllerReply(pub Result<Applied, ClusterError>);
+
+openraft::declare_raft_types!(
+    /// openraft types of the controller group.
+    pub ControllerRaft:
+        D = ControllerCommand,
+        R = ControllerReply,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<ControllerRaft>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+type LogId = openraft::LogId<u64>;
+type Entry = openraft::Entry<ControllerRaft>;
+type StorageError = openraft::StorageError<u64>;
+type Membership = StoredMembership<u64, BasicNode>;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_PURGED: &[u8] = b"last_purged";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_STATE: &[u8] = b"state";
+
+/// How long start-up waits for the controller group to elect a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+fn read_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
+    storage_err(subject, ErrorVerb::Read, e)
+}
+
+fn write_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
+    storage_err(subject, ErrorVerb::Write, e)
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt { key: "json".into(), reason: e.to_string() })
+}
+
+fn from_json<T: for<'a> Deserialize<'a>>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
+}
+
+fn get_json<T: for<'a> Deserialize<'a>>(store: &MetadataStore, cf: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+    store.get(cf, key)?.map(|b| from_json(key, &b)).transpose()
+}
+
+/// The controller's raft log in RocksDB.
+#[derive(Clone)]
+struct ControllerLogStore {
+    store: Arc<MetadataStore>,
+}
+
+impl RaftLogReader<ControllerRaft> for ControllerLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => u64::MAX,
+        };
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .store
+            .range(cf::RAFT_LOG, &start.to_be_bytes(), &end.to_be_bytes(), usize::MAX)
+            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        rows.iter().map(|(k, v)| from_json::<Entry>(k, v).map_err(|e| read_err(ErrorSubject::Logs, e))).collect()
+    }
+}
+
+impl RaftLogStorage<ControllerRaft> for ControllerLogStore {
+    type LogReader = ControllerLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<ControllerRaft>, StorageError> {
+        let last_purged_log_id: Option<LogId> =
+            get_json(&self.store, cf::RAFT_STATE, KEY_PURGED).map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        let last = self.store.last(cf::RAFT_LOG).map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        let last_log_id = match last {
+            Some((k, v)) => Some(from_json::<Entry>(&k, &v).map_err(|e| read_err(ErrorSubject::Logs, e))?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &openraft::Vote<u64>) -> Result<(), StorageError> {
+        let value = json(vote).map_err(|e| write_err(ErrorSubject::Vote, e))?;
+        self.store
+            .write(&[StoreOp::Put { cf: cf::RAFT_STATE, key: KEY_VOTE, value: &value }], true)
+            .map_err(|e| write_err(ErrorSubject::Vote, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<openraft::Vote<u64>>, StorageError> {
+        get_json(&self.store, cf::RAFT_STATE, KEY_VOTE).map_err(|e| read_err(ErrorSubject::Vote, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let value = json(&committed).map_err(|e| write_err(ErrorSubject::Store, e))?;
+        self.store
+            .write(&[StoreOp::Put { cf: cf::RAFT_STATE, key: KEY_COMMITTED, value: &value }], false)
+            .map_err(|e| write_err(ErrorSubject::Store, e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(get_json::<Option<LogId>>(&self.store, cf::RAFT_STATE, KEY_COMMITTED)
+            .map_err(|e| read_err(ErrorSubject::Store, e))?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<ControllerRaft>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut rows = Vec::new();
+        for e in entries {
+            let value = json(&e).map_err(|err| write_err(ErrorSubject::Log(e.log_id), err))?;
+            rows.push((e.log_id.index.to_be_bytes(), value));
+        }
+        let ops: Vec<StoreOp<'_>> =
+            rows.iter().map(|(k, v)| StoreOp::Put { cf: cf::RAFT_LOG, key: k.as_slice(), value: v.as_slice() }).collect();
+        let result = self.store.write(&ops, true);
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(ErrorSubject::Logs, e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, id: LogId) -> Result<(), StorageError> {
+        self.store
+            .write(
+                &[StoreOp::DeleteRange { cf: cf::RAFT_LOG, from: &id.index.to_be_bytes(), to: &u64::MAX.to_be_bytes() }],
+                true,
+            )
+            .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+
+    async fn purge(&mut self, id: LogId) -> Result<(), StorageError> {
+        let value = json(&Some(id)).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        let to = id.index.saturating_add(1).to_be_bytes();
+        self.store
+            .write(
+                &[
+                    StoreOp::Put { cf: cf::RAFT_STATE, key: KEY_PURGED, value: &value },
+                    StoreOp::DeleteRange { cf: cf::RAFT_LOG, from: &0u64.to_be_bytes(), to: &to },
+                ],
+                true,
+            )
+            .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+/// The applied metadata as stored (and as a snapshot carries it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedRecord {
+    last_applied: Option<LogId>,
+    membership: Membership,
+    state: ClusterState,
+}
+
+/// The controller state machine: `ClusterState` plus where it stands in the log.
+struct ControllerStateMachine {
+    store: Arc<MetadataStore>,
+    applied: AppliedRecord,
+    publish: watch::Sender<Arc<ClusterState>>,
+}
+
+impl ControllerStateMachine {
+    fn persist(&self) -> Result<(), StorageError> {
+        let value = json(&self.applied).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+        self.store
+            .write(&[StoreOp::Put { cf: cf::CLUSTER, key: KEY_STATE, value: &value }], true)
+            .map_err(|e| write_err(ErrorSubject::StateMachine, e))
+    }
+
+    fn snapshot(&self) -> Result<Snapshot<ControllerRaft>, StorageError> {
+        let data = json(&self.applied).map_err(|e| write_err(ErrorSubject::Snapshot(None), e))?;
+        let meta = SnapshotMeta {
+            last_log_id: self.applied.last_applied,
+            last_membership: self.applied.membership.clone(),
+            snapshot_id: format!("controller-{}", self.applied.last_applied.map(|l| l.index).unwrap_or(0)),
+        };
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+/// Snapshots are built from a copy of the applied record taken when building starts.
+struct ControllerSnapshotBuilder(ControllerStateMachine);
+
+impl RaftSnapshotBuilder<ControllerRaft> for ControllerSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<ControllerRaft>, StorageError> {
+        self.0.snapshot()
+    }
+}
+
+impl RaftStateMachine<ControllerRaft> for ControllerStateMachine {
+    type SnapshotBuilder = ControllerSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        Ok((self.applied.last_applied, self.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ControllerReply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        for e in entries {
+            let reply = match e.payload {
+                EntryPayload::Normal(cmd) => ControllerReply(self.applied.state.apply(cmd)),
+                EntryPayload::Blank => ControllerReply(Ok(Applied::BrokerRegistered)),
+                EntryPayload::Membership(m) => {
+                    self.applied.membership = StoredMembership::new(Some(e.log_id), m);
+                    ControllerReply(Ok(Applied::BrokerRegistered))
+                }
+            };
+            self.applied.last_applied = Some(e.log_id);
+            replies.push(reply);
+        }
+        self.persist()?;
+        self.publish.send_replace(Arc::new(self.applied.state.clone()));
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        ControllerSnapshotBuilder(ControllerStateMachine {
+            store: self.store.clone(),
+            applied: self.applied.clone(),
+            publish: self.publish.clone(),
+        })
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let record: AppliedRecord = from_json(KEY_STATE, &snapshot.into_inner())
+            .map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        self.applied = AppliedRecord { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state: record.state };
+        self.persist()?;
+        self.publish.send_replace(Arc::new(self.applied.state.clone()));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<ControllerRaft>>, StorageError> {
+        Ok(Some(self.snapshot()?))
+    }
+}
+
+/// This node's handle on the controller group.
+pub struct Controller {
+    raft: Raft<ControllerRaft>,
+    state: watch::Receiver<Arc<ClusterState>>,
+    store: Arc<MetadataStore>,
+}
+
+fn raft_config() -> Result<Arc<openraft::Config>, ClusterError> {
+    let config = openraft::Config {
+        cluster_name: "runnel-controller".to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 100,
+        ..Default::default()
+    };
+    config.validate().map(Arc::new).map_err(|e| ClusterError::Unavailable(e.to_string()))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Unavailable(e.to_string())
+}
+
+impl Controller {
+    /// Starts the controller group from `store` (initialising a one-voter group on first
+    /// start), waits for a leader and registers this broker's client endpoint.
+    pub async fn start(node_id: u64, host: String, port: u16, store: Arc<MetadataStore>) -> Result<Controller, ClusterError> {
+        let applied: AppliedRecord = get_json(&store, cf::CLUSTER, KEY_STATE).map_err(unavailable)?.unwrap_or_default();
+        let (publish, state) = watch::channel(Arc::new(applied.state.clone()));
+        let sm = ControllerStateMachine { store: store.clone(), applied, publish };
+        let log = ControllerLogStore { store: store.clone() };
+        let raft = Raft::new(node_id, raft_config()?, NoPeers, log, sm).await.map_err(unavailable)?;
+        if !raft.is_initialized().await.map_err(unavailable)? {
+            info!(node_id, "initialising a one-voter controller group");
+            let members = BTreeMap::from([(node_id, BasicNode::new(""))]);
+            raft.initialize(members).await.map_err(unavailable)?;
+        } else {
+            // A lone voter need not wait for an election timeout after a restart.
+            let _ = raft.trigger().elect().await;
+        }
+        let mut metrics = raft.metrics();
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        while metrics.borrow().current_leader.is_none() {
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ClusterError::Unavailable("controller stopped during start-up".into())),
+                Err(_) => return Err(ClusterError::NotController { leader: None }),
+            }
+        }
+        let controller = Controller { raft, state, store };
+        let me = BrokerMeta { node_id, host, port, rack: None };
+        if controller.state().brokers.get(&node_id) != Some(&me) {
+            controller.propose(ControllerCommand::RegisterBroker(me)).await?;
+        }
+        Ok(controller)
+    }
+
+    /// Replicates `cmd` and applies it; returns what it changed or why it was refused.
+    pub async fn propose(&self, cmd: ControllerCommand) -> Result<Applied, ClusterError> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => resp.data.0,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ClusterError::NotController { leader: f.leader_id }),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(unavailable(e)),
+            Err(RaftError::Fatal(f)) => Err(unavailable(f)),
+        }
+    }
+
+    /// The latest applied metadata.
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver notified whenever the metadata changes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
+    /// The current controller leader, if known.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Stops the group and flushes RocksDB.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "controller shutdown");
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(error = %e, "flushing the metadata store");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn create(name: &str) -> ControllerCommand {
+        ControllerCommand::CreateTopic {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions: 2,
+            replication_factor: 1,
+            assignments: None,
+            configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+        }
+    }
+
+    #[tokio::test]
+    async fn metadata_survives_restart_and_refusals_change_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id;
+        {
+            let store = Arc::new(MetadataStore::open(dir.path()).expect("open"));
+            let c = Controller::start(1, "127.0.0.1".into(), 9092, store).await.expect("start");
+            assert_eq!(c.leader(), Some(1));
+            assert_eq!(c.propose(create("orders")).await, Ok(Applied::TopicCreated));
+            assert!(matches!(c.propose(create("orders")).await, Err(ClusterError::TopicAlreadyExists(_))));
+            id = c.state().topics["orders"].id;
+            c.shutdown().await;
+        }
+        let store = Arc::new(MetadataStore::open(dir.path()).expect("reopen"));
+        let c = Controller::start(1, "127.0.0.1".into(), 9093, store).await.expect("restart");
+        let s = c.state();
+        assert_eq!(s.topics["orders"].id, id);
+        assert_eq!(s.topics["orders"].partitions.len(), 2);
+        assert_eq!(s.topics["orders"].configs.get("retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(s.brokers[&1].port, 9093, "a changed endpoint is re-registered");
+        c.shutdown().await;
+    }
+}

@@ -1,0 +1,381 @@
+//! Cluster metadata: the controller's state machine (brokers, topics, topic ids, partition
+//! assignments, topic configs), the commands that change it, and the controller raft group
+//! that replicates those commands (`controller`). Applying a command is a plain synchronous
+//! function of the state, so every voter computes the same metadata.
+
+mod controller;
+pub mod topic_config;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use controller::Controller;
+
+/// Kafka's limit on topic name length.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Upper bound on the partitions of one topic: each partition is a raft group with open
+/// files, so an absurd count is refused (INVALID_PARTITIONS) rather than exhausting the node.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+
+/// Errors of cluster metadata changes; each maps to one Kafka error code in `protocol`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ClusterError {
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(String),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// This node cannot commit metadata changes (no controller leader here).
+    #[error("not the controller (leader: {leader:?})")]
+    NotController { leader: Option<u64> },
+    /// The controller's storage or raft group failed.
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A broker as registered with the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    pub node_id: u64,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// One partition's assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub index: i32,
+    /// Replica node ids; the first is the preferred leader.
+    pub replicas: Vec<u64>,
+}
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<PartitionMeta>,
+    /// Topic-level config overrides, by Kafka's names.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The whole cluster metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub brokers: BTreeMap<u64, BrokerMeta>,
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// Topic id -> name, kept in step with `topics`.
+    topic_names: HashMap<Uuid, String>,
+}
+
+/// A change to the cluster metadata, replicated through the controller log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerCommand {
+    /// A broker announces (or changes) its client endpoint.
+    RegisterBroker(BrokerMeta),
+    /// Creates a topic. `id` is chosen by the proposer so that apply is deterministic.
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        replication_factor: i16,
+        /// Explicit replica lists per partition, in partition order; placement otherwise.
+        assignments: Option<Vec<Vec<u64>>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic { id: Uuid },
+    /// Replaces a topic's config overrides.
+    AlterTopicConfigs { name: String, configs: BTreeMap<String, String> },
+}
+
+/// What applying a command changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    BrokerRegistered,
+    TopicCreated,
+    TopicDeleted,
+    ConfigsAltered,
+}
+
+/// Checks a topic name against Kafka's rules: 1-249 characters of `[a-zA-Z0-9._-]`, not
+/// `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), ClusterError> {
+    if name.is_empty() {
+        return Err(ClusterError::InvalidTopicName("the empty string is not allowed".into()));
+    }
+    if name == "." || name == ".." {
+        return Err(ClusterError::InvalidTopicName(format!("'{name}' is not allowed")));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(ClusterError::InvalidTopicName(format!(
+            "{} characters; the maximum is {MAX_TOPIC_NAME_LEN}",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(ClusterError::InvalidTopicName(format!(
+            "'{name}' contains '{c}'; only ASCII alphanumerics, '.', '_' and '-' are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Kafka's collision key: '.' and '_' collide in metric names, so topics differing only
+/// there may not coexist.
+fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+impl ClusterState {
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
+        self.topic_names.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    /// Applies `cmd`; on error the state is unchanged.
+    pub fn apply(&mut self, cmd: ControllerCommand) -> Result<Applied, ClusterError> {
+        match cmd {
+            ControllerCommand::RegisterBroker(b) => {
+                self.brokers.insert(b.node_id, b);
+                Ok(Applied::BrokerRegistered)
+            }
+            ControllerCommand::CreateTopic { name, id, partitions, replication_factor, assignments, configs } => {
+                let topic = self.plan_topic(name, id, partitions, replication_factor, assignments, configs)?;
+                self.topic_names.insert(topic.id, topic.name.clone());
+                self.topics.insert(topic.name.clone(), topic);
+                Ok(Applied::TopicCreated)
+            }
+            ControllerCommand::DeleteTopic { id } => {
+                let name = self.topic_names.remove(&id).ok_or_else(|| ClusterError::UnknownTopic(id.to_string()))?;
+                self.topics.remove(&name);
+                Ok(Applied::TopicDeleted)
+            }
+            ControllerCommand::AlterTopicConfigs { name, configs } => {
+                topic_config::validate_all(&configs).map_err(|e| ClusterError::InvalidConfig(e.to_string()))?;
+                let topic = self.topics.get_mut(&name).ok_or(ClusterError::UnknownTopic(name))?;
+                topic.configs = configs;
+                Ok(Applied::ConfigsAltered)
+            }
+        }
+    }
+
+    fn plan_topic(
+        &self,
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        replication_factor: i16,
+        assignments: Option<Vec<Vec<u64>>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, ClusterError> {
+        validate_topic_name(&name)?;
+        if self.topics.contains_key(&name) {
+            return Err(ClusterError::TopicAlreadyExists(name));
+        }
+        let key = collision_key(&name);
+        if let Some(other) = self.topics.keys().find(|t| collision_key(t) == key) {
+            return Err(ClusterError::InvalidTopicName(format!("topic '{name}' collides with existing topic '{other}'")));
+        }
+        if id.is_nil() || self.topic_names.contains_key(&id) {
+            return Err(ClusterError::InvalidTopicName(format!("topic id {id} is nil or in use")));
+        }
+        topic_config::validate_all(&configs).map_err(|e| ClusterError::InvalidConfig(e.to_string()))?;
+        let replicas = match assignments {
+            Some(a) => {
+                self.check_assignments(&a)?;
+                a
+            }
+            None => self.place(&id, partitions, replication_factor)?,
+        };
+        let partitions = replicas.into_iter().enumerate().map(|(i, replicas)| PartitionMeta { index: i as i32, replicas }).collect();
+        Ok(TopicMeta { name, id, partitions, configs })
+    }
+
+    fn check_assignments(&self, a: &[Vec<u64>]) -> Result<(), ClusterError> {
+        if a.is_empty() || a.len() > MAX_PARTITIONS_PER_TOPIC as usize {
+            return Err(ClusterError::InvalidPartitions(format!("{} partitions assigned", a.len())));
+        }
+        let rf = a[0].len();
+        for (i, replicas) in a.iter().enumerate() {
+            if replicas.is_empty() {
+                return Err(ClusterError::InvalidReplicaAssignment(format!("partition {i} has no replicas")));
+            }
+            if replicas.len() != rf {
+                return Err(ClusterError::InvalidReplicaAssignment(
+                    "all partitions must have the same number of replicas".into(),
+                ));
+            }
+            let mut seen = replicas.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            if seen.len() != replicas.len() {
+                return Err(ClusterError::InvalidReplicaAssignment(format!("partition {i} lists a broker twice")));
+            }
+            if let Some(b) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
+                return Err(ClusterError::InvalidReplicaAssignment(format!("unknown broker {b} for partition {i}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Round-robin placement over the registered brokers, starting at a broker chosen from
+    /// the topic id (deterministic on every voter), with followers shifted as Kafka does.
+    fn place(&self, id: &Uuid, partitions: i32, replication_factor: i16) -> Result<Vec<Vec<u64>>, ClusterError> {
+        if partitions <= 0 {
+            return Err(ClusterError::InvalidPartitions(format!("{partitions}; it must be greater than 0")));
+        }
+        if partitions > MAX_PARTITIONS_PER_TOPIC {
+            return Err(ClusterError::InvalidPartitions(format!("{partitions}; at most {MAX_PARTITIONS_PER_TOPIC} per topic")));
+        }
+        if replication_factor <= 0 {
+            return Err(ClusterError::InvalidReplicationFactor(format!("{replication_factor}; it must be greater than 0")));
+        }
+        let brokers: Vec<u64> = self.brokers.keys().copied().collect();
+        let rf = replication_factor as usize;
+        if rf > brokers.len() {
+            return Err(ClusterError::InvalidReplicationFactor(format!(
+                "{replication_factor} is larger than the number of available brokers ({})",
+                brokers.len()
+            )));
+        }
+        let n = brokers.len();
+        let start = (id.as_u128() % n as u128) as usize;
+        let shift = ((id.as_u128() >> 64) % n as u128) as usize;
+        let mut out = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions as usize {
+            let first = (start + p) % n;
+            // As Kafka: follower j sits 1 + (shift + j) mod (n - 1) after the leader, and the
+            // shift grows every n partitions, so follower sets differ between rounds.
+            let round_shift = shift + p / n;
+            let mut replicas = Vec::with_capacity(rf);
+            replicas.push(brokers[first]);
+            for j in 0..rf.saturating_sub(1) {
+                let idx = (first + 1 + (round_shift + j) % (n - 1)) % n;
+                replicas.push(brokers[idx]);
+            }
+            out.push(replicas);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_brokers(n: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in 1..=n {
+            s.apply(ControllerCommand::RegisterBroker(BrokerMeta { node_id: id, host: "127.0.0.1".into(), port: 9092, rack: None }))
+                .expect("register");
+        }
+        s
+    }
+
+    fn create(name: &str, partitions: i32, rf: i16) -> ControllerCommand {
+        ControllerCommand::CreateTopic {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor: rf,
+            assignments: None,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+        for bad in ["", ".", "..", "with space", "slash/", "ü", &"a".repeat(250)] {
+            assert!(matches!(validate_topic_name(bad), Err(ClusterError::InvalidTopicName(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dot_and_underscore_names_collide() {
+        let mut s = with_brokers(1);
+        s.apply(create("a.b", 1, 1)).expect("create");
+        assert!(matches!(s.apply(create("a_b", 1, 1)), Err(ClusterError::InvalidTopicName(_))));
+        assert!(matches!(s.apply(create("a.b", 1, 1)), Err(ClusterError::TopicAlreadyExists(_))));
+    }
+
+    #[test]
+    fn create_and_delete_keep_the_id_index() {
+        let mut s = with_brokers(1);
+        s.apply(create("t", 3, 1)).expect("create");
+        let t = s.topics["t"].clone();
+        assert_eq!(t.partitions.len(), 3);
+        assert_eq!(s.topic_by_id(&t.id).map(|x| x.name.as_str()), Some("t"));
+        s.apply(ControllerCommand::DeleteTopic { id: t.id }).expect("delete");
+        assert!(s.topic_by_id(&t.id).is_none());
+        assert!(s.topics.is_empty());
+        assert!(matches!(s.apply(ControllerCommand::DeleteTopic { id: t.id }), Err(ClusterError::UnknownTopic(_))));
+    }
+
+    #[test]
+    fn bad_counts_are_refused_without_changing_state() {
+        let mut s = with_brokers(1);
+        let before = s.clone();
+        assert!(matches!(s.apply(create("t", 0, 1)), Err(ClusterError::InvalidPartitions(_))));
+        assert!(matches!(s.apply(create("t", MAX_PARTITIONS_PER_TOPIC + 1, 1)), Err(ClusterError::InvalidPartitions(_))));
+        assert!(matches!(s.apply(create("t", 1, 0)), Err(ClusterError::InvalidReplicationFactor(_))));
+        assert!(matches!(s.apply(create("t", 1, 2)), Err(ClusterError::InvalidReplicationFactor(_))));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_never_repeats_a_broker() {
+        let s = with_brokers(3);
+        let a = s.place(&Uuid::new_v4(), 6, 3).expect("place");
+        for replicas in &a {
+            let mut r = replicas.clone();
+            r.sort_unstable();
+            r.dedup();
+            assert_eq!(r.len(), 3);
+        }
+        let mut leaders: Vec<u64> = a.iter().map(|r| r[0]).collect();
+        leaders.sort_unstable();
+        assert_eq!(leaders, vec![1, 1, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn explicit_assignments_are_checked() {
+        let mut s = with_brokers(2);
+        let cmd = |a: Vec<Vec<u64>>| ControllerCommand::CreateTopic {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            partitions: -1,
+            replication_factor: -1,
+            assignments: Some(a),
+            configs: BTreeMap::new(),
+        };
+        assert!(matches!(s.apply(cmd(vec![vec![1, 1]])), Err(ClusterError::InvalidReplicaAssignment(_))));
+        assert!(matches!(s.apply(cmd(vec![vec![7]])), Err(ClusterError::InvalidReplicaAssignment(_))));
+        assert!(matches!(s.apply(cmd(vec![vec![1], vec![1, 2]])), Err(ClusterError::InvalidReplicaAssignment(_))));
+        s.apply(cmd(vec![vec![2, 1], vec![1, 2]])).expect("valid");
+        assert_eq!(s.topics["t"].partitions[0].replicas, vec![2, 1]);
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut s = with_brokers(2);
+        s.apply(create("t", 2, 2)).expect("create");
+        let json = serde_json::to_vec(&s).expect("encode");
+        let back: ClusterState = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back, s);
+        let id = s.topics["t"].id;
+        assert!(back.topic_by_id(&id).is_some());
+    }
+}
