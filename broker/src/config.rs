@@ -1,0 +1,460 @@
+//! Every node setting in one place: its name, default, documentation and validation.
+//!
+//! Settings come from (highest priority first) command-line flags, `RUNNEL_*`
+//! environment variables, the YAML file named by `--config`, and the defaults below.
+//! Topic-level settings (Kafka's names) live in `cluster::topic_config`, not here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// An invalid setting: names the setting and the bad value. `main` exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {value:?} ({reason})")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, value: impl ToString, reason: impl ToString) -> Self {
+        ConfigError { setting, value: value.to_string(), reason: reason.to_string() }
+    }
+}
+
+/// The `runnel` command line.
+#[derive(Debug, Parser)]
+#[command(name = "runnel", version, about = "A broker that speaks the Apache Kafka protocol")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings for `serve`, also accepted without the subcommand (`runnel` = `runnel serve`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a node (the default when no subcommand is given).
+    Serve(ServeArgs),
+}
+
+impl Cli {
+    /// The serve flags, whichever form the command line used.
+    pub fn into_serve_args(self) -> ServeArgs {
+        match self.command {
+            Some(Command::Serve(args)) => args,
+            None => self.serve,
+        }
+    }
+}
+
+/// Flags of `runnel serve`. Every flag is optional here so that the YAML file and the
+/// defaults can fill in what the command line and the environment left out.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// YAML file with settings (keys as the flag names, with `_` for `-`).
+    #[arg(long, env = "RUNNEL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for logs and metadata [default: ./runnel-data]
+    #[arg(long, env = "RUNNEL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address clients connect to [default: 127.0.0.1:9092]
+    #[arg(long, env = "RUNNEL_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Address Metadata returns to clients [default: the listen address]
+    #[arg(long, env = "RUNNEL_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// This node's id, unique in the cluster [default: 1]
+    #[arg(long, env = "RUNNEL_NODE_ID", value_name = "N")]
+    pub node_id: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info]
+    #[arg(long, env = "RUNNEL_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Create a topic when a client asks for an unknown one (auto.create.topics.enable) [default: true]
+    #[arg(long, env = "RUNNEL_AUTO_CREATE_TOPICS_ENABLE", value_name = "BOOL")]
+    pub auto_create_topics_enable: Option<String>,
+    /// Partitions of auto-created topics and CreateTopics without a count (num.partitions) [default: 1]
+    #[arg(long, env = "RUNNEL_NUM_PARTITIONS", value_name = "N")]
+    pub num_partitions: Option<String>,
+    /// Largest request frame accepted, in bytes (socket.request.max.bytes) [default: 104857600]
+    #[arg(long, env = "RUNNEL_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    pub max_request_bytes: Option<String>,
+    /// Most client connections open at once; more are closed on accept [default: 10000]
+    #[arg(long, env = "RUNNEL_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Close a connection with no request for this long (connections.max.idle.ms) [default: 600000]
+    #[arg(long, env = "RUNNEL_CONNECTIONS_MAX_IDLE_MS", value_name = "MS")]
+    pub connections_max_idle_ms: Option<String>,
+    /// Requests one connection may have in progress before the broker stops reading it [default: 100]
+    #[arg(long, env = "RUNNEL_MAX_INFLIGHT_REQUESTS", value_name = "N")]
+    pub max_inflight_requests: Option<String>,
+    /// Broker default of the topic setting max.message.bytes (message.max.bytes) [default: 1048588]
+    #[arg(long, env = "RUNNEL_MESSAGE_MAX_BYTES", value_name = "BYTES")]
+    pub message_max_bytes: Option<String>,
+    /// Broker default of segment.bytes (log.segment.bytes) [default: 1073741824]
+    #[arg(long, env = "RUNNEL_LOG_SEGMENT_BYTES", value_name = "BYTES")]
+    pub log_segment_bytes: Option<String>,
+    /// fsync the log before a write counts as stored: `always`, or `never` (Kafka's own default, relies on replication) [default: always]
+    #[arg(long, env = "RUNNEL_LOG_FSYNC", value_name = "POLICY")]
+    pub log_fsync: Option<String>,
+}
+
+/// The YAML file: the same keys as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    listen: Option<serde_norway::Value>,
+    advertise: Option<serde_norway::Value>,
+    node_id: Option<serde_norway::Value>,
+    log_level: Option<serde_norway::Value>,
+    auto_create_topics_enable: Option<serde_norway::Value>,
+    num_partitions: Option<serde_norway::Value>,
+    max_request_bytes: Option<serde_norway::Value>,
+    max_connections: Option<serde_norway::Value>,
+    connections_max_idle_ms: Option<serde_norway::Value>,
+    max_inflight_requests: Option<serde_norway::Value>,
+    message_max_bytes: Option<serde_norway::Value>,
+    log_segment_bytes: Option<serde_norway::Value>,
+    log_fsync: Option<serde_norway::Value>,
+}
+
+/// When the log is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// A write is acknowledged (acks=-1) only after it is on disk; concurrent writes share fsyncs.
+    Always,
+    /// Never fsync on the write path; the OS writes pages back. Kafka's default.
+    Never,
+}
+
+/// A node's validated settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise_host: String,
+    pub advertise_port: u16,
+    pub node_id: i32,
+    pub log_level: String,
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+    pub max_request_bytes: usize,
+    pub max_connections: usize,
+    pub connections_max_idle: Duration,
+    pub max_inflight_requests: usize,
+    pub message_max_bytes: u32,
+    pub log_segment_bytes: u64,
+    pub log_fsync: FsyncPolicy,
+}
+
+/// Every setting with its default, as documented in `docs/configuration.md`.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("config", "(none)"),
+    ("data_dir", "./runnel-data"),
+    ("listen", "127.0.0.1:9092"),
+    ("advertise", "(the listen address)"),
+    ("node_id", "1"),
+    ("log_level", "info"),
+    ("auto_create_topics_enable", "true"),
+    ("num_partitions", "1"),
+    ("max_request_bytes", "104857600"),
+    ("max_connections", "10000"),
+    ("connections_max_idle_ms", "600000"),
+    ("max_inflight_requests", "100"),
+    ("message_max_bytes", "1048588"),
+    ("log_segment_bytes", "1073741824"),
+    ("log_fsync", "always"),
+];
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./runnel-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertise_host: "127.0.0.1".to_string(),
+            advertise_port: 9092,
+            node_id: 1,
+            log_level: "info".to_string(),
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            connections_max_idle: Duration::from_millis(600_000),
+            max_inflight_requests: 100,
+            message_max_bytes: 1_048_588,
+            log_segment_bytes: 1024 * 1024 * 1024,
+            log_fsync: FsyncPolicy::Always,
+        }
+    }
+}
+
+/// A raw setting value and where it came from, before parsing.
+fn pick(cli: Option<String>, file: Option<serde_norway::Value>) -> Option<String> {
+    cli.or_else(|| {
+        file.map(|v| match v {
+            serde_norway::Value::String(s) => s,
+            serde_norway::Value::Bool(b) => b.to_string(),
+            serde_norway::Value::Number(n) => n.to_string(),
+            other => serde_norway::to_string(&other).unwrap_or_default().trim().to_string(),
+        })
+    })
+}
+
+fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    setting: &'static str,
+    raw: Option<String>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(s) => {
+            let v: T = s
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::new(setting, &s, "expected a whole number"))?;
+            if v < min || v > max {
+                return Err(ConfigError::new(setting, &s, format!("must be between {min} and {max}")));
+            }
+            Ok(v)
+        }
+    }
+}
+
+fn parse_bool(setting: &'static str, raw: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match raw.as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("true") | Some("1") | Some("yes") => Ok(true),
+        Some("false") | Some("0") | Some("no") => Ok(false),
+        Some(other) => Err(ConfigError::new(setting, other, "expected true or false")),
+    }
+}
+
+fn parse_host_port(setting: &'static str, s: &str) -> Result<(String, u16), ConfigError> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError::new(setting, s, "expected HOST:PORT"))?;
+    let port: u16 = port.parse().map_err(|_| ConfigError::new(setting, s, "port must be 0-65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(ConfigError::new(setting, s, "expected HOST:PORT"));
+    }
+    Ok((host.to_string(), port))
+}
+
+impl NodeConfig {
+    /// Merges flags/environment (already merged by clap), the YAML file and the defaults,
+    /// and validates every value.
+    pub fn from_args(args: ServeArgs) -> Result<NodeConfig, ConfigError> {
+        let file = match &args.config {
+            None => FileSettings::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::new("config", path.display(), e))?;
+                if text.trim().is_empty() {
+                    FileSettings::default()
+                } else {
+                    serde_norway::from_str(&text)
+                        .map_err(|e| ConfigError::new("config", path.display(), e))?
+                }
+            }
+        };
+        let d = NodeConfig::default();
+
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or(d.data_dir);
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "", "must not be empty"));
+        }
+
+        let listen_raw = pick(args.listen, file.listen).unwrap_or_else(|| d.listen.to_string());
+        let listen: SocketAddr = match listen_raw.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                // Accept a host name (e.g. localhost) by resolving it once at start-up.
+                let (host, port) = parse_host_port("listen", &listen_raw)?;
+                use std::net::ToSocketAddrs;
+                (host.as_str(), port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut it| it.next())
+                    .ok_or_else(|| ConfigError::new("listen", &listen_raw, "cannot resolve host"))?
+            }
+        };
+
+        let (advertise_host, advertise_port) = match pick(args.advertise, file.advertise) {
+            Some(a) => {
+                let (h, p) = parse_host_port("advertise", &a)?;
+                if p == 0 {
+                    return Err(ConfigError::new("advertise", &a, "port must not be 0"));
+                }
+                (h, p)
+            }
+            // Filled in from the bound address once the listener is open (port 0 case).
+            None => (listen.ip().to_string(), listen.port()),
+        };
+
+        let node_id = parse_num("node_id", pick(args.node_id, file.node_id), d.node_id, 0, i32::MAX)?;
+        let log_level = pick(args.log_level, file.log_level).unwrap_or(d.log_level);
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError::new("log_level", &log_level, "not a log level or tracing filter"));
+        }
+        let auto_create_topics_enable = parse_bool(
+            "auto_create_topics_enable",
+            pick(args.auto_create_topics_enable, file.auto_create_topics_enable),
+            d.auto_create_topics_enable,
+        )?;
+        let num_partitions = parse_num(
+            "num_partitions",
+            pick(args.num_partitions, file.num_partitions),
+            d.num_partitions,
+            1,
+            10_000,
+        )?;
+        let max_request_bytes = parse_num(
+            "max_request_bytes",
+            pick(args.max_request_bytes, file.max_request_bytes),
+            d.max_request_bytes,
+            1024,
+            i32::MAX as usize,
+        )?;
+        let max_connections = parse_num(
+            "max_connections",
+            pick(args.max_connections, file.max_connections),
+            d.max_connections,
+            1,
+            1_000_000,
+        )?;
+        let idle_ms = parse_num(
+            "connections_max_idle_ms",
+            pick(args.connections_max_idle_ms, file.connections_max_idle_ms),
+            600_000u64,
+            1,
+            u64::MAX / 2,
+        )?;
+        let max_inflight_requests = parse_num(
+            "max_inflight_requests",
+            pick(args.max_inflight_requests, file.max_inflight_requests),
+            d.max_inflight_requests,
+            1,
+            100_000,
+        )?;
+        let message_max_bytes = parse_num(
+            "message_max_bytes",
+            pick(args.message_max_bytes, file.message_max_bytes),
+            d.message_max_bytes,
+            64,
+            i32::MAX as u32,
+        )?;
+        let log_segment_bytes = parse_num(
+            "log_segment_bytes",
+            pick(args.log_segment_bytes, file.log_segment_bytes),
+            d.log_segment_bytes,
+            14,
+            i32::MAX as u64,
+        )?;
+        let log_fsync = match pick(args.log_fsync, file.log_fsync).as_deref().map(str::trim) {
+            None | Some("always") => FsyncPolicy::Always,
+            Some("never") => FsyncPolicy::Never,
+            Some(other) => return Err(ConfigError::new("log_fsync", other, "expected always or never")),
+        };
+
+        Ok(NodeConfig {
+            data_dir,
+            listen,
+            advertise_host,
+            advertise_port,
+            node_id,
+            log_level,
+            auto_create_topics_enable,
+            num_partitions,
+            max_request_bytes,
+            max_connections,
+            connections_max_idle: Duration::from_millis(idle_ms),
+            max_inflight_requests,
+            message_max_bytes,
+            log_segment_bytes,
+            log_fsync,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<NodeConfig, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("runnel").chain(argv.iter().copied()))
+            .map_err(|e| ConfigError::new("argv", "", e))?;
+        NodeConfig::from_args(cli.into_serve_args())
+    }
+
+    #[test]
+    fn no_arguments_gives_the_documented_defaults() {
+        let c = parse(&[]).expect("defaults are valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.data_dir, PathBuf::from("./runnel-data"));
+        assert_eq!(c.node_id, 1);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(c.log_fsync, FsyncPolicy::Always);
+        assert_eq!((c.advertise_host.as_str(), c.advertise_port), ("127.0.0.1", 9092));
+    }
+
+    #[test]
+    fn serve_subcommand_takes_the_same_flags() {
+        let c = parse(&["serve", "--listen", "127.0.0.1:19092", "--node-id", "7"]).expect("valid");
+        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(c.node_id, 7);
+    }
+
+    #[test]
+    fn yaml_file_fills_what_flags_leave_out_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runnel.yaml");
+        std::fs::write(&path, "node_id: 3\nlisten: 127.0.0.1:19093\nauto_create_topics_enable: false\n")
+            .expect("write");
+        let p = path.to_string_lossy().to_string();
+        let c = parse(&["--config", &p, "--node-id", "4"]).expect("valid");
+        assert_eq!(c.node_id, 4, "flag wins over file");
+        assert_eq!(c.listen.port(), 19093, "file value used");
+        assert!(!c.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting_and_the_value() {
+        let e = parse(&["--listen", "nonsense"]).expect_err("invalid");
+        assert_eq!(e.setting, "listen");
+        assert_eq!(e.value, "nonsense");
+        let e = parse(&["--node-id", "-5"]).expect_err("invalid");
+        assert_eq!(e.setting, "node_id");
+        let e = parse(&["--log-fsync", "sometimes"]).expect_err("invalid");
+        assert_eq!(e.setting, "log_fsync");
+        assert!(e.to_string().contains("sometimes"));
+    }
+
+    #[test]
+    fn unknown_yaml_key_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runnel.yaml");
+        std::fs::write(&path, "no_such_setting: 1\n").expect("write");
+        let p = path.to_string_lossy().to_string();
+        let e = parse(&["--config", &p]).expect_err("unknown key");
+        assert_eq!(e.setting, "config");
+        assert!(e.to_string().contains("no_such_setting"));
+    }
+
+    #[test]
+    fn every_setting_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        for (name, default) in SETTINGS {
+            assert!(doc.contains(&format!("`{name}`")), "docs/configuration.md lacks {name}");
+            assert!(doc.contains(default), "docs/configuration.md lacks default {default} of {name}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Produce: validate each partition's record batches, hand them to the partition's raft
+//! group in request order, and answer once they are committed (acks=1 and acks=-1; with
+//! acks=0 the dispatcher sends nothing).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use uuid::Uuid;
+
+use super::metadata::str;
+use crate::log::{validate_produce_records, with_log_append_time};
+use crate::node::Node;
+use crate::protocol::errors::{kafka_error, BrokerError};
+use crate::replication::{PartitionReplica, ProposeHandle};
+
+/// What became of one partition's part of the request by the time it was submitted.
+enum Submitted {
+    Failed(ResponseError, String),
+    Proposed { replica: Arc<PartitionReplica>, handles: Vec<ProposeHandle>, log_append_time: Option<i64> },
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+async fn submit_partition(node: &Node, topic_id: Option<Uuid>, partition: i32, records: Option<Bytes>) -> Submitted {
+    let Some(topic_id) = topic_id else {
+        return Submitted::Failed(ResponseError::UnknownTopicOrPartition, "unknown topic".into());
+    };
+    let Some(replica) = node.replica(topic_id, partition) else {
+        let known = node.cluster().topic_by_id(&topic_id).is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len());
+        return if known {
+            Submitted::Failed(ResponseError::NotLeaderOrFollower, "partition not hosted here".into())
+        } else {
+            Submitted::Failed(ResponseError::UnknownTopicOrPartition, format!("unknown partition {partition}"))
+        };
+    };
+    let Some(records) = records else {
+        return Submitted::Failed(ResponseError::CorruptMessage, "no records".into());
+    };
+    let settings = replica.settings();
+    let mut batches = match validate_produce_records(&records, settings.max_message_bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            let e = BrokerError::from(e);
+            return Submitted::Failed(kafka_error(&e), e.to_string());
+        }
+    };
+    // As Kafka: a v3+ produce carries exactly one record batch per partition.
+    let batch = match (batches.pop(), batches.is_empty()) {
+        (Some(b), true) => b,
+        (None, _) => return Submitted::Failed(ResponseError::CorruptMessage, "no record batch".into()),
+        (Some(_), false) => {
+            return Submitted::Failed(
+                ResponseError::InvalidRecord,
+                "produce requests of version 3 and above must contain exactly one record batch".into(),
+            )
+        }
+    };
+    let append_time = settings.log_append_time.then(now_ms);
+    let bytes = match append_time {
+        Some(t) => match with_log_append_time(&batch.bytes, t) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                let e = BrokerError::from(e);
+                return Submitted::Failed(kafka_error(&e), e.to_string());
+            }
+        },
+        None => batch.bytes,
+    };
+    let handles = match replica.propose(bytes).await {
+        Ok(h) => vec![h],
+        Err(e) => {
+            let e = BrokerError::from(e);
+            return Submitted::Failed(kafka_error(&e), e.to_string());
+        }
+    };
+    Submitted::Proposed { replica, handles, log_append_time: append_time }
+}
+
+/// Submits every partition's batches now and returns the future of the response.
+pub async fn submit(node: &Arc<Node>, req: ProduceRequest, version: i16) -> impl Future<Output = ProduceResponse> + Send + 'static {
+    let acks_ok = matches!(req.acks, -1..=1);
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    for t in req.topic_data {
+        let state = node.cluster();
+        let (name, topic_id) = if version >= 13 {
+            (state.topic_by_id(&t.topic_id).map(|x| x.name.clone()).unwrap_or_default(), state.topic_by_id(&t.topic_id).map(|x| x.id))
+        } else {
+            let n = t.name.0.to_string();
+            let id = state.topics.get(n.as_str()).map(|x| x.id);
+            (n, id)
+        };
+        let mut parts = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            let s = if !acks_ok {
+                Submitted::Failed(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {}", req.acks))
+            } else if version >= 13 && topic_id.is_none() {
+                Submitted::Failed(ResponseError::UnknownTopicId, "unknown topic id".into())
+            } else {
+                submit_partition(node, topic_id, p.index, p.records).await
+            };
+            parts.push((p.index, s));
+        }
+        topics.push((name, t.topic_id, parts));
+    }
+    async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, topic_id, parts) in topics {
+            let mut partition_responses = Vec::with_capacity(parts.len());
+            for (index, s) in parts {
+                let r = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1).with_log_start_offset(-1);
+                let r = match s {
+                    Submitted::Failed(err, msg) => r.with_error_code(err.code()).with_base_offset(-1).with_error_message(Some(str(&msg))),
+                    Submitted::Proposed { replica, handles, log_append_time } => {
+                        let mut base = None;
+                        let mut failure = None;
+                        for h in handles {
+                            match tokio::time::timeout(timeout.max(Duration::from_millis(1)), h.committed()).await {
+                                Ok(Ok(reply)) => {
+                                    base.get_or_insert(reply.base_offset);
+                                }
+                                Ok(Err(e)) => {
+                                    failure = Some(BrokerError::from(e));
+                                    break;
+                                }
+                                Err(_) => {
+                                    failure = Some(BrokerError::Timeout);
+                                    break;
+                                }
+                            }
+                        }
+                        match failure {
+                            Some(e) => r.with_error_code(kafka_error(&e).code()).with_base_offset(-1).with_error_message(Some(str(&e.to_string()))),
+                            None => r
+                                .with_error_code(0)
+                                .with_base_offset(base.unwrap_or(-1))
+                                .with_log_append_time_ms(log_append_time.unwrap_or(-1))
+                                .with_log_start_offset(replica.log_start_offset()),
+                        }
+                    }
+                };
+                partition_responses.push(r);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(TopicName(str(&name)))
+                    .with_topic_id(topic_id)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        ProduceResponse::default().with_responses(responses)
+    }
+}

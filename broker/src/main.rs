@@ -1,0 +1,90 @@
+//! The `runnel` binary: parse settings, start the node, serve until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use runnel::config::{Cli, NodeConfig};
+use runnel::handlers::Dispatcher;
+use runnel::node::Node;
+use runnel::server::{serve, ListenerLimits};
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match NodeConfig::from_args(cli.into_serve_args()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("runnel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("runnel: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(&mut config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("runnel: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: &mut NodeConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let bound = listener.local_addr()?;
+    if config.advertise_port == 0 {
+        config.advertise_port = bound.port();
+    }
+    config.listen = bound;
+    info!(data_dir = %config.data_dir.display(), node_id = config.node_id, "starting node");
+    let node = Node::start(config.clone()).await?;
+    node.wait_for_all_leaders(Duration::from_secs(10)).await;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let limits = ListenerLimits {
+        max_connections: config.max_connections,
+        max_request_bytes: config.max_request_bytes,
+        idle_timeout: config.connections_max_idle,
+        max_inflight_requests: config.max_inflight_requests,
+    };
+    let dispatcher = Arc::new(Dispatcher::new(node.clone()));
+    let server = tokio::spawn(serve(listener, dispatcher, limits, shutdown_rx));
+    info!(listen = %bound, advertise = %format!("{}:{}", config.advertise_host, config.advertise_port), "ready");
+
+    wait_for_signal().await;
+    info!("shutting down: finishing in-flight requests");
+    let _ = shutdown_tx.send(true);
+    let _ = server.await;
+    node.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

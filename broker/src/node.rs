@@ -1,0 +1,318 @@
+//! The running node: opens the metadata store and the controller, keeps the partition
+//! replicas hosted here in step with the cluster metadata, and owns the settings that
+//! handlers read. It does not listen on sockets (see `server`) or parse requests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::cluster::topic_config::LogSettings;
+use crate::cluster::{ClusterState, Controller, TopicMeta};
+use crate::config::NodeConfig;
+use crate::log::LogConfig;
+use crate::replication::{PartitionReplica, ReplicaConfig};
+use crate::store::MetadataStore;
+
+/// A partition's identity on this node.
+pub type PartitionKey = (Uuid, i32);
+
+/// Errors while starting or running the node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("metadata store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("controller: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("partition {topic}-{partition}: {source}")]
+    Partition { topic: String, partition: i32, source: crate::replication::ReplicationError },
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub cluster_id: String,
+    pub controller: Controller,
+    replicas: RwLock<HashMap<PartitionKey, Arc<PartitionReplica>>>,
+    /// Serialises reconciliation so two callers never open the same partition twice.
+    reconcile_lock: AsyncMutex<()>,
+    /// Broker-level settings that override Kafka's topic defaults (by Kafka's broker names).
+    pub broker_overrides: BTreeMap<&'static str, String>,
+}
+
+fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join("partitions").join(format!("{topic}-{partition}"))
+}
+
+const TOPIC_ID_FILE: &str = "topic-id";
+
+fn load_or_create_cluster_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("cluster-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) | Err(_) => {
+            // Kafka cluster ids are 22-character URL-safe base64 of a UUID.
+            let id = base64_url(Uuid::new_v4().as_bytes());
+            let tmp = data_dir.join("cluster-id.tmp");
+            std::fs::write(&tmp, &id)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+impl Node {
+    /// Opens storage and the controller, and opens every partition assigned to this node.
+    pub async fn start(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
+        let data_dir = config.data_dir.clone();
+        let dd = |source| NodeError::DataDir { path: data_dir.clone(), source };
+        std::fs::create_dir_all(data_dir.join("partitions")).map_err(dd)?;
+        let cluster_id = load_or_create_cluster_id(&data_dir).map_err(dd)?;
+        let store = Arc::new(MetadataStore::open(&data_dir.join("meta"))?);
+        let controller = Controller::start(
+            config.node_id as u64,
+            config.advertise_host.clone(),
+            config.advertise_port,
+            store,
+        )
+        .await?;
+        let mut broker_overrides = BTreeMap::new();
+        let defaults = NodeConfig::default();
+        if config.message_max_bytes != defaults.message_max_bytes {
+            broker_overrides.insert("message.max.bytes", config.message_max_bytes.to_string());
+        }
+        if config.log_segment_bytes != defaults.log_segment_bytes {
+            broker_overrides.insert("log.segment.bytes", config.log_segment_bytes.to_string());
+        }
+        let node = Arc::new(Node {
+            config,
+            cluster_id,
+            controller,
+            replicas: RwLock::new(HashMap::new()),
+            reconcile_lock: AsyncMutex::new(()),
+            broker_overrides,
+        });
+        node.reconcile().await?;
+        remove_orphan_partition_dirs(&node.config.data_dir, &node.controller.state());
+        // Keep replicas in step with metadata changes made by any node.
+        let weak = Arc::downgrade(&node);
+        let mut rx = node.controller.subscribe();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(node) = weak.upgrade() else { break };
+                if let Err(e) = node.reconcile().await {
+                    warn!(error = %e, "reconciling partitions failed");
+                }
+            }
+        });
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn cluster(&self) -> Arc<ClusterState> {
+        self.controller.state()
+    }
+
+    pub fn replica(&self, topic_id: Uuid, partition: i32) -> Option<Arc<PartitionReplica>> {
+        self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&(topic_id, partition)).cloned()
+    }
+
+    pub fn log_settings(&self, topic: &TopicMeta) -> LogSettings {
+        LogSettings::resolve(&topic.configs, &self.broker_overrides)
+    }
+
+    /// Opens replicas of partitions assigned here and closes (and deletes) those of topics
+    /// that no longer exist.
+    pub async fn reconcile(&self) -> Result<(), NodeError> {
+        let _guard = self.reconcile_lock.lock().await;
+        let state = self.controller.state();
+        let me = self.config.node_id as u64;
+        // Close replicas whose topic is gone.
+        let gone: Vec<(PartitionKey, Arc<PartitionReplica>)> = {
+            let map = self.replicas.read().unwrap_or_else(|p| p.into_inner());
+            map.iter()
+                .filter(|((id, _), _)| state.topic_by_id(id).is_none())
+                .map(|(k, v)| (*k, v.clone()))
+                .collect()
+        };
+        for (key, replica) in gone {
+            self.replicas.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            replica.shutdown().await;
+            let dir = replica.dir().to_path_buf();
+            info!(dir = %dir.display(), "deleting partition of deleted topic");
+            if let Err(e) = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
+                warn!(error = %e, "deleting partition directory failed");
+            }
+        }
+        // Open replicas newly assigned here, several at a time.
+        let mut opening = tokio::task::JoinSet::new();
+        for topic in state.topics.values() {
+            for p in &topic.partitions {
+                if !p.replicas.contains(&me) || self.replica(topic.id, p.index).is_some() {
+                    continue;
+                }
+                let dir = partition_dir(&self.config.data_dir, &topic.name, p.index);
+                let voters: BTreeMap<u64, String> = p
+                    .replicas
+                    .iter()
+                    .map(|id| (*id, state.brokers.get(id).map(|b| format!("{}:{}", b.host, b.port)).unwrap_or_default()))
+                    .collect();
+                let settings = self.log_settings(topic);
+                let rc = ReplicaConfig {
+                    node_id: me,
+                    raft_addr: String::new(),
+                    log: LogConfig {
+                        segment_bytes: settings.segment_bytes,
+                        segment_ms: settings.segment_ms,
+                        index_interval_bytes: settings.index_interval_bytes,
+                    },
+                    fsync: self.config.log_fsync,
+                    initial_voters: voters,
+                };
+                let (topic_name, topic_id, index) = (topic.name.clone(), topic.id, p.index);
+                opening.spawn(async move {
+                    let r = prepare_dir(&dir, topic_id).map_err(crate::replication::ReplicationError::Io);
+                    let r = match r {
+                        Ok(()) => PartitionReplica::open(&dir, rc, settings).await,
+                        Err(e) => Err(e),
+                    };
+                    (topic_name, topic_id, index, r)
+                });
+            }
+        }
+        let mut first_error = None;
+        while let Some(joined) = opening.join_next().await {
+            let Ok((topic, topic_id, partition, result)) = joined else { continue };
+            match result {
+                Ok(replica) => {
+                    self.replicas.write().unwrap_or_else(|p| p.into_inner()).insert((topic_id, partition), replica);
+                }
+                Err(source) => {
+                    warn!(%topic, partition, error = %source, "cannot open partition");
+                    first_error.get_or_insert(NodeError::Partition { topic, partition, source });
+                }
+            }
+        }
+        // Topic configs may have changed: refresh write-path settings.
+        for topic in state.topics.values() {
+            let s = self.log_settings(topic);
+            for p in &topic.partitions {
+                if let Some(r) = self.replica(topic.id, p.index) {
+                    r.update_settings(s.clone());
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every local partition of `topic` has a leader, up to `timeout`.
+    pub async fn wait_for_leaders(&self, topic: &TopicMeta, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for p in &topic.partitions {
+            if let Some(r) = self.replica(topic.id, p.index) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                r.wait_for_leader(left).await;
+            }
+        }
+    }
+
+    /// Waits for every local partition to have a leader (start-up), up to `timeout`.
+    pub async fn wait_for_all_leaders(&self, timeout: Duration) {
+        let replicas: Vec<_> = self.replicas.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        for r in replicas {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            r.wait_for_leader(left).await;
+        }
+    }
+
+    /// Stops every replica and the controller; logs are closed cleanly.
+    pub async fn shutdown(&self) {
+        let replicas: Vec<_> = self.replicas.write().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, r)| r).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for r in replicas {
+            set.spawn(async move { r.shutdown().await });
+        }
+        while set.join_next().await.is_some() {}
+        self.controller.shutdown().await;
+    }
+}
+
+/// Makes sure `dir` belongs to `topic_id`: a directory left by an older topic of the same
+/// name (deleted while this node was down) is removed first.
+fn prepare_dir(dir: &Path, topic_id: Uuid) -> std::io::Result<()> {
+    let id_file = dir.join(TOPIC_ID_FILE);
+    match std::fs::read_to_string(&id_file) {
+        Ok(existing) if existing.trim() == topic_id.to_string() => return Ok(()),
+        Ok(_) => {
+            warn!(dir = %dir.display(), "partition directory belongs to an older topic; removing it");
+            std::fs::remove_dir_all(dir)?;
+        }
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{TOPIC_ID_FILE}.tmp"));
+    std::fs::write(&tmp, topic_id.to_string())?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &id_file)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Deletes partition directories of topics that no longer exist (deleted while down).
+fn remove_orphan_partition_dirs(data_dir: &Path, state: &ClusterState) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("partitions")) else { return };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let id = std::fs::read_to_string(dir.join(TOPIC_ID_FILE)).ok().and_then(|s| Uuid::parse_str(s.trim()).ok());
+        let keep = id.is_some_and(|id| state.topic_by_id(&id).is_some());
+        if !keep {
+            info!(dir = %dir.display(), "removing partition directory of a deleted topic");
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot remove");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_22_url_safe_characters() {
+        let id = base64_url(Uuid::new_v4().as_bytes());
+        assert_eq!(id.len(), 22);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+}

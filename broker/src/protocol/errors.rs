@@ -1,0 +1,82 @@
+//! The one place where errors of every layer become Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+
+use crate::cluster::topic_config::TopicConfigError;
+use crate::cluster::ClusterError;
+use crate::log::LogError;
+use crate::replication::ReplicationError;
+
+/// Any error a handler reports to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    TopicConfig(#[from] TopicConfigError),
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("leader not available")]
+    LeaderNotAvailable,
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("timed out")]
+    Timeout,
+}
+
+/// The Kafka error for `e`.
+pub fn kafka_error(e: &BrokerError) -> ResponseError {
+    match e {
+        BrokerError::Log(l) => log_error(l),
+        BrokerError::Replication(r) => match r {
+            ReplicationError::Log(l) => log_error(l),
+            ReplicationError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+            ReplicationError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            ReplicationError::Stopped(_) => ResponseError::NotLeaderOrFollower,
+            ReplicationError::Raft(_) | ReplicationError::Io(_) => ResponseError::KafkaStorageError,
+        },
+        BrokerError::Cluster(c) => cluster_error(c),
+        BrokerError::TopicConfig(_) => ResponseError::InvalidConfig,
+        BrokerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        BrokerError::UnknownTopicId => ResponseError::UnknownTopicId,
+        BrokerError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+        BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        BrokerError::Timeout => ResponseError::RequestTimedOut,
+    }
+}
+
+/// Shorthand: the numeric code.
+pub fn code(e: impl Into<BrokerError>) -> i16 {
+    kafka_error(&e.into()).code()
+}
+
+fn log_error(e: &LogError) -> ResponseError {
+    match e {
+        LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        LogError::CorruptBatch { .. } | LogError::InvalidRecordCount { .. } => ResponseError::CorruptMessage,
+        LogError::Io { .. } => ResponseError::KafkaStorageError,
+        _ => ResponseError::KafkaStorageError,
+    }
+}
+
+fn cluster_error(e: &ClusterError) -> ResponseError {
+    match e {
+        ClusterError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ClusterError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        ClusterError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ClusterError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ClusterError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        ClusterError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
+        ClusterError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        ClusterError::NotController { .. } => ResponseError::NotController,
+        ClusterError::Unavailable(_) => ResponseError::KafkaStorageError,
+    }
+}

@@ -1,0 +1,7 @@
+//! The Kafka wire protocol: frames to typed requests and back (`codec`), the advertised
+//! API version table (`versions`) and the single map from errors to Kafka codes
+//! (`errors`). Nothing here does I/O or handles a request.
+
+pub mod codec;
+pub mod errors;
+pub mod versions;
