@@ -1,0 +1,202 @@
+//! Test support: start the real `runnel` binary on a free loopback port with a temporary
+//! data directory, and a minimal Kafka client built on `kafka-protocol` to talk to it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// A running broker process; killed when dropped.
+pub struct Broker {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    args: Vec<String>,
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Broker {
+    pub fn start(args: &[&str]) -> Broker {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut b = Broker { child: None, port: free_port(), data_dir: dir, _tmp: Some(tmp), args: args.iter().map(|s| s.to_string()).collect() };
+        b.spawn();
+        b
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.addr())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn runnel");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.addr()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("runnel did not listen on {} within 20 s", self.addr());
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("runnel did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A blocking, one-request-at-a-time Kafka client.
+pub struct Client {
+    pub stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        Client { stream, correlation: 0 }
+    }
+
+    pub fn send_raw(&mut self, frame: &[u8]) {
+        let mut buf = Vec::with_capacity(frame.len() + 4);
+        buf.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+        buf.extend_from_slice(frame);
+        self.stream.write_all(&buf).expect("write");
+    }
+
+    /// Reads one response frame; None when the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(Bytes::from(body))
+    }
+
+    pub fn encode_request(&mut self, api: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {
+        self.correlation += 1;
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("runnel-test")))
+            .encode(&mut buf, api.request_header_version(version))
+            .expect("encode header");
+        body.encode(&mut buf, version).expect("encode body");
+        buf.to_vec()
+    }
+
+    pub fn request(&mut self, api: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
+        let frame = self.encode_request(api, version, &body);
+        self.send_raw(&frame);
+        let mut resp = self.read_frame().expect("response");
+        let header = ResponseHeader::decode(&mut resp, api.response_header_version(version)).expect("response header");
+        assert_eq!(header.correlation_id, self.correlation, "responses in order");
+        let decoded = ResponseKind::decode(api, &mut resp, version).expect("decode response");
+        assert!(!resp.has_remaining(), "trailing bytes in response");
+        decoded
+    }
+}
+
+pub fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+/// Encodes records into one v2 batch with the given compression.
+pub fn batch(records: &[(Option<&str>, &str, i64)], compression: kafka_protocol::records::Compression) -> Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v, ts))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: *ts,
+            key: k.map(|k| Bytes::from(k.to_string())),
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression }).expect("encode batch");
+    buf.freeze()
+}
+
+pub fn put_i32(buf: &mut Vec<u8>, v: i32) {
+    let mut b = BytesMut::new();
+    b.put_i32(v);
+    buf.extend_from_slice(&b);
+}

@@ -1,0 +1,315 @@
+//! End-to-end tests over the wire against the real binary, with a minimal client built on
+//! `kafka-protocol`. The stock-client tests live in `compat/`; these pin protocol details
+//! (exact error codes, fallback encodings, restart and crash behaviour) precisely.
+
+mod common;
+
+use bytes::Bytes;
+use common::{batch, s, Broker, Client};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+
+fn create_topic(c: &mut Client, name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopicsResponse {
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(s(name)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+        .with_configs(configs.iter().map(|(k, v)| CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v)))).collect());
+    match c.request(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000))) {
+        ResponseKind::CreateTopics(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn produce(c: &mut Client, version: i16, topic: &str, partition: i32, records: Bytes, acks: i16) -> Option<produce_response::PartitionProduceResponse> {
+    let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(s(topic)))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records))])]);
+    if acks == 0 {
+        let frame = c.encode_request(ApiKey::Produce, version, &RequestKind::Produce(req));
+        c.send_raw(&frame);
+        return None;
+    }
+    match c.request(ApiKey::Produce, version, RequestKind::Produce(req)) {
+        ResponseKind::Produce(r) => Some(r.responses[0].partition_responses[0].clone()),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn fetch_all(c: &mut Client, topic: &str, partition: i32, offset: i64) -> (i16, i64, Vec<(i64, Option<Bytes>, Option<Bytes>, i64)>) {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(50 * 1024 * 1024)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s(topic)))
+            .with_partitions(vec![FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(10 * 1024 * 1024).with_current_leader_epoch(-1)])]);
+    let resp = match c.request(ApiKey::Fetch, 12, RequestKind::Fetch(req)) {
+        ResponseKind::Fetch(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let p = &resp.responses[0].partitions[0];
+    let mut out = Vec::new();
+    if let Some(mut records) = p.records.clone() {
+        for set in RecordBatchDecoder::decode_all(&mut records).expect("decode fetched batches") {
+            for r in set.records {
+                out.push((r.offset, r.key, r.value, r.timestamp));
+            }
+        }
+    }
+    (p.error_code, p.high_watermark, out)
+}
+
+fn list_offset(c: &mut Client, topic: &str, partition: i32, ts: i64) -> (i16, i64, i64) {
+    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(TopicName(s(topic)))
+        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(ts).with_current_leader_epoch(-1)])]);
+    match c.request(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(req)) {
+        ResponseKind::ListOffsets(r) => {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.offset, p.timestamp)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn api_versions_advertises_produce_and_falls_back_for_future_versions() {
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    match c.request(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default().with_client_software_name(s("t")).with_client_software_version(s("1")))) {
+        ResponseKind::ApiVersions(r) => {
+            assert_eq!(r.error_code, 0);
+            assert!(r.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16 && k.max_version == 13));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A version from the future: UNSUPPORTED_VERSION (35) in a v0 body with header v0.
+    let frame = c.encode_request(ApiKey::ApiVersions, 3, &RequestKind::ApiVersions(ApiVersionsRequest::default()));
+    let mut patched = frame.clone();
+    patched[2..4].copy_from_slice(&77i16.to_be_bytes());
+    c.send_raw(&patched);
+    let mut resp = c.read_frame().expect("fallback response");
+    let _header = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0).expect("header v0");
+    let body = <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0).expect("v0 body");
+    assert_eq!(body.error_code, 35);
+    assert!(body.api_keys.iter().any(|k| k.api_key == ApiKey::ApiVersions as i16 && k.max_version == 4));
+}
+
+#[test]
+fn produced_batches_come_back_with_contiguous_offsets_in_every_codec() {
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    let r = create_topic(&mut c, "codecs", 2, &[]);
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+    let mut expected = Vec::new();
+    let mut next = 0i64;
+    for (i, codec) in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd].into_iter().enumerate() {
+        let recs: Vec<(Option<String>, String, i64)> = (0..3).map(|j| (Some(format!("k{i}{j}")), format!("v{i}{j}"), 1_700_000_000_000 + (i * 3 + j) as i64)).collect();
+        let refs: Vec<(Option<&str>, &str, i64)> = recs.iter().map(|(k, v, t)| (k.as_deref(), v.as_str(), *t)).collect();
+        let resp = produce(&mut c, 9, "codecs", 1, batch(&refs, codec), -1).expect("response");
+        assert_eq!(resp.error_code, 0, "{codec:?}: {:?}", resp.error_message);
+        assert_eq!(resp.base_offset, next, "{codec:?}");
+        for (k, v, t) in recs {
+            expected.push((next, k, v, t));
+            next += 1;
+        }
+    }
+    let (err, hw, got) = fetch_all(&mut c, "codecs", 1, 0);
+    assert_eq!(err, 0);
+    assert_eq!(hw, next);
+    assert_eq!(got.len(), expected.len());
+    for ((off, k, v, ts), (eo, ek, ev, ets)) in got.iter().zip(expected.iter()) {
+        assert_eq!(off, eo);
+        assert_eq!(k.as_deref(), ek.as_deref().map(str::as_bytes));
+        assert_eq!(v.as_deref(), Some(ev.as_bytes()));
+        assert_eq!(ts, ets);
+    }
+    // Fetching from the middle of a batch returns that whole batch; clients skip to the offset.
+    let (_, _, mid) = fetch_all(&mut c, "codecs", 1, 4);
+    assert!(mid.iter().any(|(o, ..)| *o == 4));
+    // ListOffsets: earliest, latest, by timestamp (exact record), max timestamp.
+    assert_eq!(list_offset(&mut c, "codecs", 1, -2), (0, 0, -1));
+    assert_eq!(list_offset(&mut c, "codecs", 1, -1), (0, next, -1));
+    assert_eq!(list_offset(&mut c, "codecs", 1, 1_700_000_000_004), (0, 4, 1_700_000_000_004));
+    assert_eq!(list_offset(&mut c, "codecs", 1, -3), (0, next - 1, 1_700_000_000_014));
+    assert_eq!(list_offset(&mut c, "codecs", 1, 1_800_000_000_000).1, -1);
+    // The other partition is untouched.
+    assert_eq!(list_offset(&mut c, "codecs", 0, -1), (0, 0, -1));
+}
+
+#[test]
+fn corrupt_batch_is_refused_with_corrupt_message_and_not_stored() {
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "crc", 1, &[]);
+    let good = batch(&[(None, "a", 1)], Compression::None);
+    let mut bad = good.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let r = produce(&mut c, 9, "crc", 0, Bytes::from(bad), -1).expect("response");
+    assert_eq!(r.error_code, 2, "CORRUPT_MESSAGE");
+    assert_eq!(list_offset(&mut c, "crc", 0, -1).1, 0);
+    let r = produce(&mut c, 9, "crc", 0, good, 1).expect("response");
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+    // Oversized for the topic's max.message.bytes: MESSAGE_TOO_LARGE (10).
+    create_topic(&mut c, "small", 1, &[("max.message.bytes", "100")]);
+    let big = batch(&[(None, &"x".repeat(500), 1)], Compression::None);
+    assert_eq!(produce(&mut c, 9, "small", 0, big, -1).expect("response").error_code, 10);
+    // Unknown topic with auto-creation only via Metadata: UNKNOWN_TOPIC_OR_PARTITION (3).
+    assert_eq!(produce(&mut c, 9, "nope", 0, batch(&[(None, "a", 1)], Compression::None), -1).expect("response").error_code, 3);
+}
+
+#[test]
+fn acks_zero_gets_no_response_but_later_responses_keep_order() {
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "acks0", 1, &[]);
+    assert!(produce(&mut c, 9, "acks0", 0, batch(&[(None, "a", 1)], Compression::None), 0).is_none());
+    let r = produce(&mut c, 9, "acks0", 0, batch(&[(None, "b", 2)], Compression::None), 1).expect("response");
+    assert_eq!((r.error_code, r.base_offset), (0, 1));
+}
+
+#[test]
+fn oversized_frame_closes_only_that_connection() {
+    let b = Broker::start(&["--max-request-bytes", "4096"]);
+    let mut bad = b.client();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&100_000i32.to_be_bytes());
+    use std::io::Write;
+    bad.stream.write_all(&frame).expect("write");
+    assert!(bad.read_frame().is_none(), "connection closed");
+    let mut good = b.client();
+    match good.request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(None))) {
+        ResponseKind::Metadata(m) => assert_eq!(m.brokers.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn metadata_for(c: &mut Client, topic: &str, allow_auto: bool) -> metadata_response::MetadataResponseTopic {
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(s(topic))))]))
+        .with_allow_auto_topic_creation(allow_auto);
+    match c.request(ApiKey::Metadata, 12, RequestKind::Metadata(req)) {
+        ResponseKind::Metadata(m) => m.topics[0].clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn metadata_auto_creates_topics_only_when_enabled() {
+    let on = Broker::start(&[]);
+    let mut c = on.client();
+    let t = metadata_for(&mut c, "auto-on", true);
+    assert_eq!(t.error_code, 0);
+    assert!(!t.topic_id.is_nil());
+    assert_eq!(t.partitions.len(), 1);
+    assert_eq!(t.partitions[0].leader_id.0, 1);
+    // The client may refuse auto-creation even when the broker allows it.
+    assert_eq!(metadata_for(&mut c, "not-asked", false).error_code, 3);
+
+    let off = Broker::start(&["--auto-create-topics-enable", "false"]);
+    let mut c = off.client();
+    assert_eq!(metadata_for(&mut c, "auto-off", true).error_code, 3);
+}
+
+#[test]
+fn clean_restart_keeps_topics_ids_configs_and_records() {
+    let mut b = Broker::start(&[]);
+    let mut c = b.client();
+    let created = create_topic(&mut c, "durable", 3, &[("retention.ms", "3600000")]);
+    let id = created.topics[0].topic_id;
+    for p in 0..3 {
+        for i in 0..5 {
+            let r = produce(&mut c, 9, "durable", p, batch(&[(Some("k"), &format!("p{p}-{i}"), 10 + i)], Compression::None), -1).expect("resp");
+            assert_eq!((r.error_code, r.base_offset), (0, i));
+        }
+    }
+    drop(c);
+    assert_eq!(b.stop(), Some(0), "SIGTERM exits 0");
+    b.restart();
+    let mut c = b.client();
+    let t = metadata_for(&mut c, "durable", false);
+    assert_eq!(t.topic_id, id);
+    assert_eq!(t.partitions.len(), 3);
+    for p in 0..3 {
+        let (err, hw, recs) = fetch_all(&mut c, "durable", p, 0);
+        assert_eq!((err, hw, recs.len()), (0, 5, 5));
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.2.as_deref(), Some(format!("p{p}-{i}").as_bytes()));
+        }
+        // New writes continue the offsets.
+        let r = produce(&mut c, 9, "durable", p, batch(&[(None, "after", 99)], Compression::None), -1).expect("resp");
+        assert_eq!((r.error_code, r.base_offset), (0, 5));
+    }
+    let req = DescribeConfigsRequest::default().with_resources(vec![describe_configs_request::DescribeConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(s("durable"))
+        .with_configuration_keys(None)]);
+    match c.request(ApiKey::DescribeConfigs, 4, RequestKind::DescribeConfigs(req)) {
+        ResponseKind::DescribeConfigs(r) => {
+            let cfg = &r.results[0].configs;
+            let ret = cfg.iter().find(|x| x.name.as_str() == "retention.ms").expect("retention.ms");
+            assert_eq!(ret.value.as_deref(), Some("3600000"));
+            assert_eq!(ret.config_source, 1, "DYNAMIC_TOPIC_CONFIG");
+            let cp = cfg.iter().find(|x| x.name.as_str() == "cleanup.policy").expect("cleanup.policy");
+            assert_eq!((cp.value.as_deref(), cp.config_source), (Some("delete"), 5));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn kill_nine_keeps_every_acknowledged_record() {
+    let mut b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "crash", 1, &[]);
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let r = produce(&mut c, 9, "crash", 0, batch(&[(None, &format!("m{i}"), i)], Compression::None), -1).expect("resp");
+        assert_eq!(r.error_code, 0);
+        acked.push((r.base_offset, format!("m{i}")));
+    }
+    b.kill9();
+    b.restart();
+    let mut c = b.client();
+    let mut got = Vec::new();
+    let mut offset = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while got.len() < acked.len() && std::time::Instant::now() < deadline {
+        let (err, _, recs) = fetch_all(&mut c, "crash", 0, offset);
+        assert_eq!(err, 0);
+        for r in recs {
+            if r.0 >= offset {
+                offset = r.0 + 1;
+                got.push((r.0, String::from_utf8_lossy(r.2.as_deref().unwrap_or_default()).to_string()));
+            }
+        }
+    }
+    assert_eq!(got, acked);
+}
+
+#[test]
+fn delete_topics_by_name_removes_it() {
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "doomed", 2, &[]);
+    let req = DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("doomed"))]).with_timeout_ms(5000);
+    match c.request(ApiKey::DeleteTopics, 5, RequestKind::DeleteTopics(req)) {
+        ResponseKind::DeleteTopics(r) => assert_eq!(r.responses[0].error_code, 0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(metadata_for(&mut c, "doomed", false).error_code, 3);
+    // Deleting again: UNKNOWN_TOPIC_OR_PARTITION.
+    let req = DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("doomed"))]).with_timeout_ms(5000);
+    match c.request(ApiKey::DeleteTopics, 5, RequestKind::DeleteTopics(req)) {
+        ResponseKind::DeleteTopics(r) => assert_eq!(r.responses[0].error_code, 3),
+        other => panic!("{other:?}"),
+    }
+    assert!(!b.data_dir().join("partitions/doomed-0").exists());
+}
