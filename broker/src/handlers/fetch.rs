@@ -195,7 +195,7 @@ fn refine_in_batch(replica: &PartitionReplica, batch_offset: i64, pick: impl Fn(
     set.records.iter().find(|r| r.offset >= batch_offset && pick(r.timestamp)).map(|r| (r.offset, r.timestamp, epoch))
 }
 
-pub fn handle_list_offsets(node: &Node, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle_list_offsets(node: &Node, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let state = node.cluster();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -234,7 +234,8 @@ pub fn handle_list_offsets(node: &Node, req: ListOffsetsRequest, _version: i16) 
                     _ => Err(BrokerError::InvalidRequest(format!("timestamp {}", p.timestamp))),
                 };
                 match result {
-                    Ok((offset, ts, ep)) => r.with_error_code(0).with_offset(offset).with_timestamp(ts).with_leader_epoch(ep),
+                    // The leader epoch field exists from v4 on.
+                    Ok((offset, ts, ep)) => r.with_error_code(0).with_offset(offset).with_timestamp(ts).with_leader_epoch(if version >= 4 { ep } else { -1 }),
                     Err(e) => r.with_error_code(kafka_error(&e).code()),
                 }
             })
