@@ -13,7 +13,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use uuid::Uuid;
 
 use super::metadata::str;
-use crate::log::{validate_produce_records, with_log_append_time};
+use kafka_protocol::records::RecordBatchDecoder;
+use crate::log::{validate_produce_records, with_log_append_time, with_max_timestamp, TimestampType, ValidatedBatch};
 use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
 use crate::replication::{PartitionReplica, ProposeHandle};
@@ -63,6 +64,10 @@ async fn submit_partition(node: &Node, topic_id: Option<Uuid>, partition: i32, r
         }
     };
     let append_time = settings.log_append_time.then(now_ms);
+    let batch = match repair_max_timestamp(batch) {
+        Ok(b) => b,
+        Err(msg) => return Submitted::Failed(ResponseError::CorruptMessage, msg),
+    };
     let bytes = match append_time {
         Some(t) => match with_log_append_time(&batch.bytes, t) {
             Ok(b) => Bytes::from(b),
@@ -81,6 +86,22 @@ async fn submit_partition(node: &Node, topic_id: Option<Uuid>, partition: i32, r
         }
     };
     Submitted::Proposed { replica, handles, log_append_time: append_time }
+}
+
+/// Some producers (sarama 1.22) leave a CreateTime batch's maxTimestamp unset, below its
+/// baseTimestamp. Kafka recomputes the max timestamp from the records of every batch;
+/// Runnel trusts a consistent header (no per-record work on the hot path) and recomputes
+/// only an inconsistent one, decoding the records, so time lookups and retention work.
+fn repair_max_timestamp(batch: ValidatedBatch) -> Result<ValidatedBatch, String> {
+    let h = batch.header;
+    if h.timestamp_type() != TimestampType::CreateTime || h.max_timestamp >= h.base_timestamp {
+        return Ok(batch);
+    }
+    let mut buf = batch.bytes.clone();
+    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| format!("records do not decode: {e}"))?;
+    let max = set.records.iter().map(|r| r.timestamp).max().unwrap_or(h.base_timestamp);
+    let bytes = with_max_timestamp(&batch.bytes, max).map_err(|e| e.to_string())?;
+    Ok(ValidatedBatch { header: crate::log::parse_header(&bytes).map_err(|e| e.to_string())?, bytes: Bytes::from(bytes) })
 }
 
 /// Submits every partition's batches now and returns the future of the response.

@@ -220,6 +220,17 @@ pub fn validate_produce_records(
 /// recomputed. The input's CRC is verified first so corrupt bytes are never re-signed.
 /// Bytes after the batch's declared end are not copied.
 pub fn with_log_append_time(batch: &[u8], now_ms: i64) -> Result<Vec<u8>, LogError> {
+    resign(batch, |h| (h.attributes | TIMESTAMP_TYPE_BIT, now_ms))
+}
+
+/// Copy of `batch` with maxTimestamp replaced by `max_timestamp` and the CRC recomputed,
+/// for producers that send an inconsistent header (Kafka recomputes it from the records).
+pub fn with_max_timestamp(batch: &[u8], max_timestamp: i64) -> Result<Vec<u8>, LogError> {
+    resign(batch, |h| (h.attributes, max_timestamp))
+}
+
+/// Copies one CRC-checked batch with new attributes and maxTimestamp, and re-signs it.
+fn resign(batch: &[u8], fields: impl Fn(&BatchHeader) -> (i16, i64)) -> Result<Vec<u8>, LogError> {
     let header = parse_header(batch)?;
     let len = usize::try_from(header.total_size())
         .ok()
@@ -229,13 +240,10 @@ pub fn with_log_append_time(batch: &[u8], now_ms: i64) -> Result<Vec<u8>, LogErr
         .get(..len)
         .ok_or_else(|| LogError::corrupt_batch("batch length exceeds buffer"))?;
     check_crc(body, &header)?;
+    let (attributes, max_timestamp) = fields(&header);
     let mut out = body.to_vec();
-    put_field(
-        &mut out,
-        ATTRIBUTES_AT,
-        &(header.attributes | TIMESTAMP_TYPE_BIT).to_be_bytes(),
-    )?;
-    put_field(&mut out, MAX_TIMESTAMP_AT, &now_ms.to_be_bytes())?;
+    put_field(&mut out, ATTRIBUTES_AT, &attributes.to_be_bytes())?;
+    put_field(&mut out, MAX_TIMESTAMP_AT, &max_timestamp.to_be_bytes())?;
     let crc = crc32c::crc32c(out.get(ATTRIBUTES_AT..).unwrap_or_default());
     put_field(&mut out, CRC_AT, &crc.to_be_bytes())?;
     Ok(out)
@@ -683,6 +691,17 @@ mod tests {
         assert_eq!(&out[61..], &raw[61..]);
         let validated = validate_produce_records(&Bytes::from(out), 1 << 20).expect("still valid");
         assert_eq!(validated.len(), 1);
+    }
+
+    #[test]
+    fn with_max_timestamp_replaces_only_the_max_timestamp_and_re_signs() {
+        let raw = simple_batch(2, 5, 1_000);
+        let out = with_max_timestamp(&raw, 1_234).expect("rewrite");
+        let h = parse_header(&out).expect("header");
+        assert_eq!(h.max_timestamp, 1_234);
+        assert_eq!(h.timestamp_type(), TimestampType::CreateTime);
+        assert_eq!(compute_crc(&out), Some(h.crc));
+        assert_eq!(out[MAX_TIMESTAMP_AT + 8..], raw[MAX_TIMESTAMP_AT + 8..]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod test_batches;
 mod time_index;
 
 pub use batch::{
-    parse_header, validate_produce_records, with_log_append_time, BatchHeader, Compression,
+    parse_header, validate_produce_records, with_log_append_time, with_max_timestamp, BatchHeader, Compression,
     TimestampType, ValidatedBatch, BATCH_HEADER_SIZE, CURRENT_MAGIC, LOG_OVERHEAD,
     MIN_BATCH_LENGTH,
 };
