@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use super::versions;
+use super::{legacy, versions};
 
 /// Why a frame could not be turned into a request. Every variant closes the connection,
 /// as Kafka does, except that an ApiVersions request of an unknown version is answered.
@@ -68,9 +68,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
     let malformed = |reason: String| ProtocolError::Malformed { api: api_key, version, reason };
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| malformed(format!("header: {e:#}")))?;
-    let body = RequestKind::decode(api_key, &mut frame, version).map_err(|e| malformed(format!("{e:#}")))?;
+    let (body_version, mut frame) = legacy::request_as_supported(api_key, version, frame);
+    let body = RequestKind::decode(api_key, &mut frame, body_version).map_err(|e| malformed(format!("{e:#}")))?;
     if frame.has_remaining() {
-        return Err(malformed(format!("{} trailing bytes", frame.remaining())));
+        // As Kafka: bytes after the body are ignored. librdkafka 2.x sends Metadata v9+ "all
+        // topics" with a 4-byte null array where a 1-byte compact one belongs (its #5049).
+        tracing::debug!(?api_key, version, trailing = frame.remaining(), "ignoring bytes after the request body");
     }
     Ok(Decoded::Request(Request {
         api_key,
@@ -95,7 +98,12 @@ pub fn encode_response(
     header
         .encode(&mut buf, api_key.response_header_version(version))
         .map_err(|e| enc_err(format!("header: {e:#}")))?;
-    body.encode(&mut buf, version).map_err(|e| enc_err(format!("{e:#}")))?;
+    match body {
+        ResponseKind::DescribeConfigs(r) if legacy::is_legacy(api_key, version) => {
+            legacy::encode_describe_configs_v0(r, &mut buf).map_err(enc_err)?
+        }
+        _ => body.encode(&mut buf, version).map_err(|e| enc_err(format!("{e:#}")))?,
+    }
     let len = i32::try_from(buf.len() - 4).map_err(|_| enc_err("response over 2 GiB".into()))?;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
@@ -171,6 +179,46 @@ mod tests {
         let full = frame(ApiKey::ApiVersions, 3, &RequestKind::ApiVersions(ApiVersionsRequest::default()));
         for cut in 0..full.len() {
             let _ = decode_request(full.slice(0..cut));
+        }
+    }
+
+    #[test]
+    fn metadata_all_topics_as_librdkafka_writes_it_is_accepted() {
+        // Metadata v13 header, then librdkafka's body: a 4-byte -1 topics array where a
+        // compact (1-byte) array belongs, allow_auto_topic_creation, include_topic_ops, tags.
+        let mut f = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Metadata as i16)
+            .with_request_api_version(13)
+            .with_correlation_id(5)
+            .encode(&mut f, ApiKey::Metadata.request_header_version(13))
+            .expect("header");
+        f.put_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        match decode_request(f.freeze()).expect("accepted as Kafka does") {
+            Decoded::Request(r) => match r.body {
+                RequestKind::Metadata(m) => assert!(m.topics.is_none(), "all topics"),
+                other => panic!("unexpected {other:?}"),
+            },
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn describe_configs_v0_is_decoded_through_v1() {
+        let mut f = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::DescribeConfigs as i16)
+            .with_request_api_version(0)
+            .with_correlation_id(5)
+            .encode(&mut f, 1)
+            .expect("header");
+        f.put_i32(0); // no resources
+        match decode_request(f.freeze()).expect("decodes") {
+            Decoded::Request(r) => {
+                assert_eq!(r.version, 0);
+                assert!(matches!(r.body, RequestKind::DescribeConfigs(_)));
+            }
+            other => panic!("unexpected {other:?}"),
         }
     }
 }
