@@ -431,7 +431,7 @@ mod tests {
         let e = parse(&["--listen", "nonsense"]).expect_err("invalid");
         assert_eq!(e.setting, "listen");
         assert_eq!(e.value, "nonsense");
-        let e = parse(&["--node-id", "-5"]).expect_err("invalid");
+        let e = parse(&["--node-id=-5"]).expect_err("invalid");
         assert_eq!(e.setting, "node_id");
         let e = parse(&["--log-fsync", "sometimes"]).expect_err("invalid");
         assert_eq!(e.setting, "log_fsync");

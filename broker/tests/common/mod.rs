@@ -183,7 +183,9 @@ pub fn batch(records: &[(Option<&str>, &str, i64)], compression: kafka_protocol:
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // kafka-protocol starts a new batch when offset - sequence changes; keeping it
+            // constant yields one batch with base sequence -1 (no idempotence).
+            sequence: i as i32 - 1,
             timestamp: *ts,
             key: k.map(|k| Bytes::from(k.to_string())),
             value: Some(Bytes::from(v.to_string())),
