@@ -1,0 +1,245 @@
+"""Shared fixtures for the end-to-end tests: start the real `runnel` binary on a free
+loopback port with a temporary data directory, and stop it (by its own pid) afterwards."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def runnel_binary() -> Path:
+    explicit = os.environ.get("RUNNEL_BIN")
+    if explicit:
+        return Path(explicit)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return target / "release" / "runnel"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """One runnel process. `bootstrap` is what clients are given."""
+
+    def __init__(self, data_dir: Path, args=()):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.args = list(args)
+        self.proc = None
+        self.log_path = data_dir.parent / f"runnel-{self.port}.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout=30.0):
+        cmd = [str(runnel_binary()), "serve", "--listen", self.bootstrap,
+               "--data-dir", str(self.data_dir), *self.args]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"runnel exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"runnel did not listen within {timeout}s: {self.log_tail()}")
+
+    def stop(self, timeout=30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def log_tail(self, n=4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def broker_factory(tmp_path):
+    started = []
+
+    def make(*args, data_dir=None):
+        b = Broker(data_dir or tmp_path / f"data{len(started)}", args)
+        started.append(b)
+        return b.start()
+
+    yield make
+    for b in started:
+        try:
+            b.stop(timeout=15)
+        except Exception:
+            b.kill9()
+
+
+@pytest.fixture
+def broker(broker_factory):
+    return broker_factory()
+
+
+def wait_until(pred, timeout=20.0, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers for the client tests (plain functions: `from conftest import ...`).
+
+import dataclasses
+import random
+
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def pytest_configure(config):
+    # kafka-python 3 loads its protocol schemas with importlib.resources' legacy API.
+    config.addinivalue_line("filterwarnings", r"ignore:.*is deprecated\. Use files\(\) instead:DeprecationWarning")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rec:
+    """One record as produced: what a consumer must get back."""
+    index: int
+    partition: int
+    key: object            # bytes or None
+    value: object          # bytes or None
+    headers: tuple         # ((name: str, value: bytes), ...), order and duplicates kept
+    timestamp: int         # CreateTime, ms
+
+
+def make_records(n, tag, partitions=3, base_ts=None, text_only=False, with_nulls=True):
+    """`n` distinct keyed records with headers, spread round-robin over `partitions`.
+
+    Timestamps are explicit, strictly increasing by 10 ms per record (so by-timestamp
+    lookups have one right answer), starting ten minutes in the past. Values mix
+    compressible text (so codecs have something to do), binary bytes, empty values and,
+    unless `with_nulls` is false, null keys and null values (never both in one record).
+    Headers include duplicate names, an empty value and binary bytes; every fifth record
+    has none.
+    `text_only` keeps keys and values printable without tabs or newlines (for kcat).
+    """
+    if base_ts is None:
+        base_ts = (int(time.time() * 1000) - 600_000) // 1000 * 1000
+    rng = random.Random(f"{tag}/{n}")
+    out = []
+    for i in range(n):
+        key = f"{tag}-key-{i:05d}".encode()
+        if text_only:
+            value = (f"{tag} value {i} " + "lorem ipsum dolor " * (i % 9)).encode()
+            headers = ()
+        else:
+            if i % 4 == 0:
+                key += b"\x00\xff"
+            if i % 7 == 0:
+                value = (f"{tag}-{i}-compressible;" * 80).encode()
+            elif i % 7 == 1:
+                value = rng.randbytes(64 + i % 50)
+            elif i % 7 == 2:
+                value = b""
+            else:
+                value = f"{tag} value {i} {'x' * (i % 33)}".encode()
+            if with_nulls and i % 13 == 6:
+                key = None
+            if with_nulls and i % 17 == 9 and key is not None:
+                value = None
+            if i % 5 == 0:
+                headers = ()
+            else:
+                h = [("idx", str(i).encode()), ("tag", tag.encode()), ("dup", b"first"), ("dup", b"second")]
+                if i % 5 == 2:
+                    h.append(("empty", b""))
+                if i % 5 == 3:
+                    h.append(("bin", bytes(range(0, 256, 17))))
+                headers = tuple(h)
+        out.append(Rec(i, i % partitions, key, value, headers, base_ts + 10 * i))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Got:
+    """One record as a client consumed it."""
+    partition: int
+    offset: int
+    key: object
+    value: object
+    headers: tuple
+    timestamp: int
+
+
+def check_consumed(expected, delivered, consumed, start_offsets=None):
+    """Asserts that `consumed` is exactly `expected`, record for record.
+
+    expected:  list of Rec in produce order (one producer at a time per partition).
+    delivered: {Rec.index: (partition, offset)} from the producer's acknowledgements.
+    consumed:  list of Got in the order the consumer returned them.
+    start_offsets: {partition: first offset expected} (default 0: a fresh topic).
+    Checks: every record acknowledged at the partition it was sent to, offsets per
+    partition contiguous from the start and in produce order, and the consumer returned
+    each partition in offset order with every key, value, header and timestamp intact.
+    """
+    start_offsets = start_offsets or {}
+    assert len(delivered) == len(expected), f"{len(expected) - len(delivered)} records were not acknowledged"
+    by_partition = {}
+    for rec in expected:
+        part, off = delivered[rec.index]
+        assert part == rec.partition, f"record {rec.index} sent to partition {rec.partition}, acknowledged on {part}"
+        by_partition.setdefault(part, []).append((off, rec))
+    for part, recs in by_partition.items():
+        offsets = [o for o, _ in recs]
+        first = start_offsets.get(part, 0)
+        assert offsets == list(range(first, first + len(recs))), \
+            f"partition {part}: acknowledged offsets are not contiguous in produce order: {offsets[:20]}..."
+
+    got_by_partition = {}
+    for g in consumed:
+        got_by_partition.setdefault(g.partition, []).append(g)
+    assert sorted(got_by_partition) == sorted(by_partition), \
+        f"consumed partitions {sorted(got_by_partition)} != produced {sorted(by_partition)}"
+    for part, recs in by_partition.items():
+        got = got_by_partition[part]
+        got_offsets = [g.offset for g in got]
+        assert got_offsets == [o for o, _ in recs], \
+            f"partition {part}: consumed offsets {got_offsets[:20]}... != acknowledged {[o for o, _ in recs][:20]}..."
+        for (off, rec), g in zip(recs, got):
+            where = f"partition {part} offset {off} (record {rec.index})"
+            assert g.key == rec.key, f"{where}: key {g.key!r} != {rec.key!r}"
+            assert g.value == rec.value, f"{where}: value {g.value!r:.80} != {rec.value!r:.80}"
+            assert tuple(g.headers) == tuple(rec.headers), f"{where}: headers {g.headers!r} != {rec.headers!r}"
+            assert g.timestamp == rec.timestamp, f"{where}: timestamp {g.timestamp} != {rec.timestamp}"
+
