@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::cluster::topic_config::LogSettings;
 use crate::cluster::{ClusterState, Controller, TopicMeta};
 use crate::config::NodeConfig;
+use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::log::LogConfig;
 use crate::replication::{PartitionReplica, ReplicaConfig};
 use crate::store::MetadataStore;
@@ -30,6 +31,8 @@ pub enum NodeError {
     Store(#[from] crate::store::StoreError),
     #[error("controller: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("group coordinator: {0}")]
+    Coordinator(#[from] crate::coordinator::CoordinatorError),
     #[error("partition {topic}-{partition}: {source}")]
     Partition { topic: String, partition: i32, source: crate::replication::ReplicationError },
 }
@@ -38,6 +41,7 @@ pub struct Node {
     pub config: NodeConfig,
     pub cluster_id: String,
     pub controller: Controller,
+    pub coordinator: GroupCoordinator,
     replicas: RwLock<HashMap<PartitionKey, Arc<PartitionReplica>>>,
     /// Serialises reconciliation so two callers never open the same partition twice.
     reconcile_lock: AsyncMutex<()>,
@@ -98,9 +102,10 @@ impl Node {
             config.node_id as u64,
             config.advertise_host.clone(),
             config.advertise_port,
-            store,
+            store.clone(),
         )
         .await?;
+        let coordinator = GroupCoordinator::start(config.node_id as u64, store.clone(), CoordinatorConfig::default()).await?;
         let mut broker_overrides = BTreeMap::new();
         let defaults = NodeConfig::default();
         if config.message_max_bytes != defaults.message_max_bytes {
@@ -113,6 +118,7 @@ impl Node {
             config,
             cluster_id,
             controller,
+            coordinator,
             replicas: RwLock::new(HashMap::new()),
             reconcile_lock: AsyncMutex::new(()),
             broker_overrides,
@@ -265,6 +271,7 @@ impl Node {
             set.spawn(async move { r.shutdown().await });
         }
         while set.join_next().await.is_some() {}
+        self.coordinator.shutdown().await;
         self.controller.shutdown().await;
     }
 }
@@ -286,7 +293,12 @@ fn prepare_dir(dir: &Path, topic_id: Uuid) -> std::io::Result<()> {
     std::fs::write(&tmp, topic_id.to_string())?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, &id_file)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::File::open(dir)?.sync_all()?;
+    // The new directory's own entry must survive a power loss too.
+    match dir.parent() {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// Deletes partition directories of topics that no longer exist (deleted while down).

@@ -1,19 +1,14 @@
 //! The controller raft group: cluster metadata commands replicated through openraft, with
-//! the raft log, vote and applied state in RocksDB (`store`). In single-node mode the group
-//! has one voter; more voters make it KRaft-like without changing what is stored.
-//!
-//! Metadata changes are rare and small, so RocksDB is called inline (each raft-log write is
-//! a synced WriteBatch) rather than through a blocking pool.
+//! the raft log (`replication::RocksLogStore`), vote and applied state in RocksDB. In
+//! single-node mode the group has one voter; more voters make it KRaft-like without
+//! changing what is stored.
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::io::Cursor;
-use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Raft, StoredMembership};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -21,8 +16,8 @@ use tracing::info;
 
 use super::{Applied, BrokerMeta, ClusterError, ClusterState, ControllerCommand};
 use crate::replication::types::storage_err;
-use crate::replication::NoPeers;
-use crate::store::{cf, MetadataStore, StoreError, StoreOp};
+use crate::replication::{bootstrap_single_voter, NoPeers, RocksLogStore};
+use crate::store::{cf, from_json, to_json, MetadataStore, StoreOp};
 
 /// The reply to a proposer: what the command changed, or why it was refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,10 +40,9 @@ type Entry = openraft::Entry<ControllerRaft>;
 type StorageError = openraft::StorageError<u64>;
 type Membership = StoredMembership<u64, BasicNode>;
 
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_PURGED: &[u8] = b"last_purged";
-const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_STATE: &[u8] = b"state";
+/// Key prefix of the controller's raft log and raft state.
+const RAFT_PREFIX: &[u8] = b"controller/";
 
 /// How long start-up waits for the controller group to elect a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -59,142 +53,6 @@ fn read_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> 
 
 fn write_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
     storage_err(subject, ErrorVerb::Write, e)
-}
-
-fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt { key: "json".into(), reason: e.to_string() })
-}
-
-fn from_json<T: for<'a> Deserialize<'a>>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
-}
-
-fn get_json<T: for<'a> Deserialize<'a>>(store: &MetadataStore, cf: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
-    store.get(cf, key)?.map(|b| from_json(key, &b)).transpose()
-}
-
-/// The controller's raft log in RocksDB.
-#[derive(Clone)]
-struct ControllerLogStore {
-    store: Arc<MetadataStore>,
-}
-
-impl RaftLogReader<ControllerRaft> for ControllerLogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
-        let start = match range.start_bound() {
-            Bound::Included(&s) => s,
-            Bound::Excluded(&s) => s.saturating_add(1),
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&e) => e.saturating_add(1),
-            Bound::Excluded(&e) => e,
-            Bound::Unbounded => u64::MAX,
-        };
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let rows = self
-            .store
-            .range(cf::RAFT_LOG, &start.to_be_bytes(), &end.to_be_bytes(), usize::MAX)
-            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
-        rows.iter().map(|(k, v)| from_json::<Entry>(k, v).map_err(|e| read_err(ErrorSubject::Logs, e))).collect()
-    }
-}
-
-impl RaftLogStorage<ControllerRaft> for ControllerLogStore {
-    type LogReader = ControllerLogStore;
-
-    async fn get_log_state(&mut self) -> Result<LogState<ControllerRaft>, StorageError> {
-        let last_purged_log_id: Option<LogId> =
-            get_json(&self.store, cf::RAFT_STATE, KEY_PURGED).map_err(|e| read_err(ErrorSubject::Logs, e))?;
-        let last = self.store.last(cf::RAFT_LOG).map_err(|e| read_err(ErrorSubject::Logs, e))?;
-        let last_log_id = match last {
-            Some((k, v)) => Some(from_json::<Entry>(&k, &v).map_err(|e| read_err(ErrorSubject::Logs, e))?.log_id),
-            None => last_purged_log_id,
-        };
-        Ok(LogState { last_purged_log_id, last_log_id })
-    }
-
-    async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
-    }
-
-    async fn save_vote(&mut self, vote: &openraft::Vote<u64>) -> Result<(), StorageError> {
-        let value = json(vote).map_err(|e| write_err(ErrorSubject::Vote, e))?;
-        self.store
-            .write(&[StoreOp::Put { cf: cf::RAFT_STATE, key: KEY_VOTE, value: &value }], true)
-            .map_err(|e| write_err(ErrorSubject::Vote, e))
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<openraft::Vote<u64>>, StorageError> {
-        get_json(&self.store, cf::RAFT_STATE, KEY_VOTE).map_err(|e| read_err(ErrorSubject::Vote, e))
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let value = json(&committed).map_err(|e| write_err(ErrorSubject::Store, e))?;
-        self.store
-            .write(&[StoreOp::Put { cf: cf::RAFT_STATE, key: KEY_COMMITTED, value: &value }], false)
-            .map_err(|e| write_err(ErrorSubject::Store, e))
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(get_json::<Option<LogId>>(&self.store, cf::RAFT_STATE, KEY_COMMITTED)
-            .map_err(|e| read_err(ErrorSubject::Store, e))?
-            .flatten())
-    }
-
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<ControllerRaft>) -> Result<(), StorageError>
-    where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let mut rows = Vec::new();
-        for e in entries {
-            let value = json(&e).map_err(|err| write_err(ErrorSubject::Log(e.log_id), err))?;
-            rows.push((e.log_id.index.to_be_bytes(), value));
-        }
-        let ops: Vec<StoreOp<'_>> =
-            rows.iter().map(|(k, v)| StoreOp::Put { cf: cf::RAFT_LOG, key: k.as_slice(), value: v.as_slice() }).collect();
-        let result = self.store.write(&ops, true);
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(ErrorSubject::Logs, e))
-            }
-        }
-    }
-
-    async fn truncate(&mut self, id: LogId) -> Result<(), StorageError> {
-        self.store
-            .write(
-                &[StoreOp::DeleteRange { cf: cf::RAFT_LOG, from: &id.index.to_be_bytes(), to: &u64::MAX.to_be_bytes() }],
-                true,
-            )
-            .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
-    }
-
-    async fn purge(&mut self, id: LogId) -> Result<(), StorageError> {
-        let value = json(&Some(id)).map_err(|e| write_err(ErrorSubject::Logs, e))?;
-        let to = id.index.saturating_add(1).to_be_bytes();
-        self.store
-            .write(
-                &[
-                    StoreOp::Put { cf: cf::RAFT_STATE, key: KEY_PURGED, value: &value },
-                    StoreOp::DeleteRange { cf: cf::RAFT_LOG, from: &0u64.to_be_bytes(), to: &to },
-                ],
-                true,
-            )
-            .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
-    }
 }
 
 /// The applied metadata as stored (and as a snapshot carries it).
@@ -214,14 +72,14 @@ struct ControllerStateMachine {
 
 impl ControllerStateMachine {
     fn persist(&self) -> Result<(), StorageError> {
-        let value = json(&self.applied).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+        let value = to_json(&self.applied).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
         self.store
             .write(&[StoreOp::Put { cf: cf::CLUSTER, key: KEY_STATE, value: &value }], true)
             .map_err(|e| write_err(ErrorSubject::StateMachine, e))
     }
 
     fn snapshot(&self) -> Result<Snapshot<ControllerRaft>, StorageError> {
-        let data = json(&self.applied).map_err(|e| write_err(ErrorSubject::Snapshot(None), e))?;
+        let data = to_json(&self.applied).map_err(|e| write_err(ErrorSubject::Snapshot(None), e))?;
         let meta = SnapshotMeta {
             last_log_id: self.applied.last_applied,
             last_membership: self.applied.membership.clone(),
@@ -328,28 +186,13 @@ impl Controller {
     /// Starts the controller group from `store` (initialising a one-voter group on first
     /// start), waits for a leader and registers this broker's client endpoint.
     pub async fn start(node_id: u64, host: String, port: u16, store: Arc<MetadataStore>) -> Result<Controller, ClusterError> {
-        let applied: AppliedRecord = get_json(&store, cf::CLUSTER, KEY_STATE).map_err(unavailable)?.unwrap_or_default();
+        let applied: AppliedRecord = store.get_json(cf::CLUSTER, KEY_STATE).map_err(unavailable)?.unwrap_or_default();
         let (publish, state) = watch::channel(Arc::new(applied.state.clone()));
         let sm = ControllerStateMachine { store: store.clone(), applied, publish };
-        let log = ControllerLogStore { store: store.clone() };
+        let log = RocksLogStore::<ControllerRaft>::new(store.clone(), RAFT_PREFIX);
         let raft = Raft::new(node_id, raft_config()?, NoPeers, log, sm).await.map_err(unavailable)?;
-        if !raft.is_initialized().await.map_err(unavailable)? {
-            info!(node_id, "initialising a one-voter controller group");
-            let members = BTreeMap::from([(node_id, BasicNode::new(""))]);
-            raft.initialize(members).await.map_err(unavailable)?;
-        } else {
-            // A lone voter need not wait for an election timeout after a restart.
-            let _ = raft.trigger().elect().await;
-        }
-        let mut metrics = raft.metrics();
-        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-        while metrics.borrow().current_leader.is_none() {
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(ClusterError::Unavailable("controller stopped during start-up".into())),
-                Err(_) => return Err(ClusterError::NotController { leader: None }),
-            }
-        }
+        info!(node_id, "starting the controller group");
+        bootstrap_single_voter(&raft, node_id, LEADER_WAIT).await.map_err(ClusterError::Unavailable)?;
         let controller = Controller { raft, state, store };
         let me = BrokerMeta { node_id, host, port, rack: None };
         if controller.state().brokers.get(&node_id) != Some(&me) {
@@ -397,6 +240,7 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use uuid::Uuid;
 
     fn create(name: &str) -> ControllerCommand {

@@ -5,6 +5,7 @@
 mod admin;
 mod api_versions;
 mod fetch;
+mod groups;
 mod metadata;
 mod produce;
 
@@ -86,6 +87,18 @@ impl Dispatcher {
             RequestKind::OffsetForLeaderEpoch(r) => respond(api_key, version, correlation_id, async move {
                 ResponseKind::OffsetForLeaderEpoch(fetch::handle_offset_for_leader_epoch(&node, r, version))
             }),
+            RequestKind::FindCoordinator(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::FindCoordinator(groups::handle_find_coordinator(&node, r, version))
+            }),
+            RequestKind::OffsetCommit(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::OffsetCommit(groups::handle_offset_commit(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::OffsetFetch(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::OffsetFetch(groups::handle_offset_fetch(&node, r, version))
+            }),
+            RequestKind::OffsetDelete(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::OffsetDelete(groups::handle_offset_delete(&node, r, version).await)
+            }.instrument(span)),
             other => {
                 // `codec` only lets advertised APIs through, so this is a missing match arm.
                 tracing::error!(api = ?api_key, "advertised api has no handler: {other:?}");

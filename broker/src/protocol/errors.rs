@@ -4,6 +4,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::cluster::topic_config::TopicConfigError;
 use crate::cluster::ClusterError;
+use crate::coordinator::CoordinatorError;
 use crate::log::LogError;
 use crate::replication::ReplicationError;
 
@@ -18,6 +19,8 @@ pub enum BrokerError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     TopicConfig(#[from] TopicConfigError),
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
     #[error("unknown topic id")]
@@ -43,6 +46,10 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         },
         BrokerError::Cluster(c) => cluster_error(c),
         BrokerError::TopicConfig(_) => ResponseError::InvalidConfig,
+        BrokerError::Coordinator(c) => match c {
+            CoordinatorError::NotCoordinator { .. } => ResponseError::NotCoordinator,
+            CoordinatorError::Unavailable(_) | CoordinatorError::Store(_) => ResponseError::CoordinatorNotAvailable,
+        },
         BrokerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         BrokerError::UnknownTopicId => ResponseError::UnknownTopicId,
         BrokerError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,

@@ -24,6 +24,10 @@ pub const SUPPORTED: &[(ApiKey, Range)] = &[
     (ApiKey::OffsetForLeaderEpoch, Range { min: 2, max: 4 }),
     (ApiKey::DescribeConfigs, Range { min: 0, max: 4 }),
     (ApiKey::DescribeCluster, Range { min: 0, max: 2 }),
+    (ApiKey::FindCoordinator, Range { min: 0, max: 6 }),
+    (ApiKey::OffsetCommit, Range { min: 2, max: 9 }),
+    (ApiKey::OffsetFetch, Range { min: 1, max: 9 }),
+    (ApiKey::OffsetDelete, Range { min: 0, max: 0 }),
 ];
 
 /// The advertised range of `api`, or `None` when Runnel does not implement it.

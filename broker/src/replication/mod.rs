@@ -9,10 +9,12 @@ mod log_store;
 mod network;
 mod partition;
 mod raft_state;
+mod rocks_log;
 mod state_machine;
 pub mod types;
 
 pub(crate) use network::NoPeers;
+pub(crate) use rocks_log::{bootstrap_single_voter, RocksLogStore};
 pub use partition::{PartitionReplica, ProposeHandle, ReplicaConfig};
 
 use crate::log::LogError;

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 /// Column families, by the state they hold.
@@ -15,7 +17,7 @@ pub mod cf {
     pub const RAFT_STATE: &str = "raft_state";
     /// The applied cluster metadata (controller state machine).
     pub const CLUSTER: &str = "cluster";
-    /// Consumer group metadata (group coordinator).
+    /// Group coordinator: group metadata (members, generation, assignments).
     pub const GROUPS: &str = "groups";
     /// Committed consumer offsets.
     pub const OFFSETS: &str = "offsets";
@@ -103,15 +105,24 @@ impl MetadataStore {
         Ok(out)
     }
 
-    /// The last key-value pair of `cf`, if any.
-    pub fn last(&self, cf: &'static str) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-        match self.db.iterator_cf(self.handle(cf)?, IteratorMode::End).next() {
-            Some(item) => {
-                let (k, v) = item?;
-                Ok(Some((k.into_vec(), v.into_vec())))
+    /// The last key-value pair of `cf` with a key in `[from, to)`, if any.
+    pub fn last_in(&self, cf: &'static str, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        for item in self.db.iterator_cf(self.handle(cf)?, IteratorMode::From(to, Direction::Reverse)) {
+            let (k, v) = item?;
+            if &*k >= to {
+                continue;
             }
-            None => Ok(None),
+            if &*k < from {
+                break;
+            }
+            return Ok(Some((k.into_vec(), v.into_vec())));
         }
+        Ok(None)
+    }
+
+    /// The value under `key` decoded from JSON.
+    pub fn get_json<T: DeserializeOwned>(&self, cf: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get(cf, key)?.map(|b| from_json(key, &b)).transpose()
     }
 
     /// Flushes memtables so the next start replays little WAL.
@@ -121,6 +132,29 @@ impl MetadataStore {
         }
         Ok(())
     }
+}
+
+/// JSON encoding of a stored value.
+pub fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt { key: "(encoding)".into(), reason: e.to_string() })
+}
+
+/// JSON decoding of the value stored under `key`.
+pub fn from_json<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
+}
+
+/// The smallest key greater than every key starting with `prefix` (for range ends).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
 }
 
 #[cfg(test)]
@@ -146,7 +180,10 @@ mod tests {
         assert_eq!(s.get(cf::CLUSTER, b"state").expect("get"), Some(b"s".to_vec()));
         let all = s.range(cf::RAFT_LOG, &0u64.to_be_bytes(), &u64::MAX.to_be_bytes(), 10).expect("range");
         assert_eq!(all.len(), 2);
-        assert_eq!(s.last(cf::RAFT_LOG).expect("last").map(|(_, v)| v), Some(b"two".to_vec()));
+        let (lo, hi) = (0u64.to_be_bytes(), u64::MAX.to_be_bytes());
+        assert_eq!(s.last_in(cf::RAFT_LOG, &lo, &hi).expect("last").map(|(_, v)| v), Some(b"two".to_vec()));
+        assert_eq!(s.last_in(cf::RAFT_LOG, &lo, &2u64.to_be_bytes()).expect("last").map(|(_, v)| v), Some(b"one".to_vec()));
+        assert_eq!(s.last_in(cf::RAFT_LOG, &3u64.to_be_bytes(), &hi).expect("last"), None);
         s.write(&[StoreOp::DeleteRange { cf: cf::RAFT_LOG, from: &0u64.to_be_bytes(), to: &2u64.to_be_bytes() }], true)
             .expect("delete");
         let left = s.range(cf::RAFT_LOG, &0u64.to_be_bytes(), &u64::MAX.to_be_bytes(), 10).expect("range");
