@@ -102,6 +102,21 @@ pub struct ServeArgs {
     /// fsync the log before a write counts as stored: `always`, or `never` (Kafka's own default, relies on replication) [default: always]
     #[arg(long, env = "RUNNEL_LOG_FSYNC", value_name = "POLICY")]
     pub log_fsync: Option<String>,
+    /// How long a new group's first rebalance waits for more members (group.initial.rebalance.delay.ms) [default: 3000]
+    #[arg(long, env = "RUNNEL_GROUP_INITIAL_REBALANCE_DELAY_MS", value_name = "MS")]
+    pub group_initial_rebalance_delay_ms: Option<String>,
+    /// Smallest session timeout a group member may ask for (group.min.session.timeout.ms) [default: 6000]
+    #[arg(long, env = "RUNNEL_GROUP_MIN_SESSION_TIMEOUT_MS", value_name = "MS")]
+    pub group_min_session_timeout_ms: Option<String>,
+    /// Largest session timeout a group member may ask for (group.max.session.timeout.ms) [default: 1800000]
+    #[arg(long, env = "RUNNEL_GROUP_MAX_SESSION_TIMEOUT_MS", value_name = "MS")]
+    pub group_max_session_timeout_ms: Option<String>,
+    /// Most members one consumer group may have (group.max.size) [default: 2147483647]
+    #[arg(long, env = "RUNNEL_GROUP_MAX_SIZE", value_name = "N")]
+    pub group_max_size: Option<String>,
+    /// Committed offsets of a group without members are deleted this long after the group emptied or the last commit (offsets.retention.minutes) [default: 10080]
+    #[arg(long, env = "RUNNEL_OFFSETS_RETENTION_MINUTES", value_name = "MINUTES")]
+    pub offsets_retention_minutes: Option<String>,
 }
 
 /// The YAML file: the same keys as the flags, in snake_case.
@@ -122,6 +137,11 @@ struct FileSettings {
     message_max_bytes: Option<serde_norway::Value>,
     log_segment_bytes: Option<serde_norway::Value>,
     log_fsync: Option<serde_norway::Value>,
+    group_initial_rebalance_delay_ms: Option<serde_norway::Value>,
+    group_min_session_timeout_ms: Option<serde_norway::Value>,
+    group_max_session_timeout_ms: Option<serde_norway::Value>,
+    group_max_size: Option<serde_norway::Value>,
+    offsets_retention_minutes: Option<serde_norway::Value>,
 }
 
 /// When the log is fsynced.
@@ -151,6 +171,11 @@ pub struct NodeConfig {
     pub message_max_bytes: u32,
     pub log_segment_bytes: u64,
     pub log_fsync: FsyncPolicy,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: u64,
+    pub group_max_session_timeout_ms: u64,
+    pub group_max_size: usize,
+    pub offsets_retention_minutes: u64,
 }
 
 /// Every setting with its default, as documented in `docs/configuration.md`.
@@ -170,6 +195,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("message_max_bytes", "1048588"),
     ("log_segment_bytes", "1073741824"),
     ("log_fsync", "always"),
+    ("group_initial_rebalance_delay_ms", "3000"),
+    ("group_min_session_timeout_ms", "6000"),
+    ("group_max_session_timeout_ms", "1800000"),
+    ("group_max_size", "2147483647"),
+    ("offsets_retention_minutes", "10080"),
 ];
 
 impl Default for NodeConfig {
@@ -190,6 +220,11 @@ impl Default for NodeConfig {
             message_max_bytes: 1_048_588,
             log_segment_bytes: 1024 * 1024 * 1024,
             log_fsync: FsyncPolicy::Always,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: i32::MAX as usize,
+            offsets_retention_minutes: 10_080,
         }
     }
 }
@@ -364,6 +399,35 @@ impl NodeConfig {
             Some("never") => FsyncPolicy::Never,
             Some(other) => return Err(ConfigError::new("log_fsync", other, "expected always or never")),
         };
+        let group_initial_rebalance_delay_ms = parse_num(
+            "group_initial_rebalance_delay_ms",
+            pick(args.group_initial_rebalance_delay_ms, file.group_initial_rebalance_delay_ms),
+            d.group_initial_rebalance_delay_ms,
+            0,
+            3_600_000,
+        )?;
+        let group_min_session_timeout_ms = parse_num(
+            "group_min_session_timeout_ms",
+            pick(args.group_min_session_timeout_ms, file.group_min_session_timeout_ms),
+            d.group_min_session_timeout_ms,
+            1,
+            i32::MAX as u64,
+        )?;
+        let group_max_session_timeout_ms = parse_num(
+            "group_max_session_timeout_ms",
+            pick(args.group_max_session_timeout_ms, file.group_max_session_timeout_ms),
+            d.group_max_session_timeout_ms,
+            group_min_session_timeout_ms,
+            i32::MAX as u64,
+        )?;
+        let group_max_size = parse_num("group_max_size", pick(args.group_max_size, file.group_max_size), d.group_max_size, 1, i32::MAX as usize)?;
+        let offsets_retention_minutes = parse_num(
+            "offsets_retention_minutes",
+            pick(args.offsets_retention_minutes, file.offsets_retention_minutes),
+            d.offsets_retention_minutes,
+            1,
+            u64::from(u32::MAX),
+        )?;
 
         Ok(NodeConfig {
             data_dir,
@@ -381,6 +445,11 @@ impl NodeConfig {
             message_max_bytes,
             log_segment_bytes,
             log_fsync,
+            group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            group_max_size,
+            offsets_retention_minutes,
         })
     }
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::cluster::topic_config::LogSettings;
 use crate::cluster::{ClusterState, Controller, TopicMeta};
 use crate::config::NodeConfig;
+use crate::coordinator::group::GroupConfig;
 use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::log::LogConfig;
 use crate::replication::{PartitionReplica, ReplicaConfig};
@@ -41,7 +42,7 @@ pub struct Node {
     pub config: NodeConfig,
     pub cluster_id: String,
     pub controller: Controller,
-    pub coordinator: GroupCoordinator,
+    pub coordinator: Arc<GroupCoordinator>,
     replicas: RwLock<HashMap<PartitionKey, Arc<PartitionReplica>>>,
     /// Serialises reconciliation so two callers never open the same partition twice.
     reconcile_lock: AsyncMutex<()>,
@@ -105,7 +106,18 @@ impl Node {
             store.clone(),
         )
         .await?;
-        let coordinator = GroupCoordinator::start(config.node_id as u64, store.clone(), CoordinatorConfig::default()).await?;
+        let coordinator_config = CoordinatorConfig {
+            offsets_retention_ms: (config.offsets_retention_minutes as i64).saturating_mul(60_000),
+            group: GroupConfig {
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as i64,
+                max_size: config.group_max_size,
+                min_session_timeout_ms: config.group_min_session_timeout_ms as i64,
+                max_session_timeout_ms: config.group_max_session_timeout_ms as i64,
+                ..GroupConfig::default()
+            },
+            ..CoordinatorConfig::default()
+        };
+        let coordinator = GroupCoordinator::start(config.node_id as u64, store.clone(), coordinator_config).await?;
         let mut broker_overrides = BTreeMap::new();
         let defaults = NodeConfig::default();
         if config.message_max_bytes != defaults.message_max_bytes {

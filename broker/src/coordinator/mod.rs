@@ -3,10 +3,22 @@
 //! through the coordinator raft group into RocksDB (`state`). Handlers call the async
 //! methods here; nothing in this module parses Kafka requests.
 
+pub mod group;
 pub mod state;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
+use tokio::sync::{oneshot, Mutex as AsyncMutex};
+use tracing::{info, warn};
+
+use group::{Group, GroupConfig, GroupDescription, GroupRecord, GroupState, JoinRequest, Reply, ReplyId, SyncRequest};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
@@ -39,12 +51,36 @@ pub enum CoordinatorError {
 pub struct CoordinatorConfig {
     /// offset.metadata.max.bytes: longest metadata string an OffsetCommit may carry.
     pub offset_metadata_max_bytes: usize,
+    /// offsets.retention.minutes, in milliseconds.
+    pub offsets_retention_ms: i64,
+    pub group: GroupConfig,
 }
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
-        CoordinatorConfig { offset_metadata_max_bytes: 4096 }
+        CoordinatorConfig { offset_metadata_max_bytes: 4096, offsets_retention_ms: 7 * 24 * 3600 * 1000, group: GroupConfig::default() }
     }
+}
+
+/// How often membership timers (rebalance delays and timeouts, sessions) are checked.
+const TICK: Duration = Duration::from_millis(50);
+
+/// One group's membership state, shared by its requests and the timer task.
+struct GroupSlot {
+    /// Held across persisting the group record, so records are written in order.
+    group: AsyncMutex<Group>,
+    /// When the group last became Empty (for offset expiry); -1 while it has members.
+    empty_since_ms: AtomicI64,
+    /// The group's next timer, mirrored outside the lock for the timer task; i64::MAX: none.
+    next_deadline_ms: AtomicI64,
+}
+
+/// A group as ListGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
 }
 
 /// This node's group coordinator.
@@ -52,6 +88,39 @@ pub struct GroupCoordinator {
     raft: Raft<CoordinatorRaft>,
     store: Arc<MetadataStore>,
     pub config: CoordinatorConfig,
+    groups: Mutex<HashMap<String, Arc<GroupSlot>>>,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_reply: AtomicU64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn member_id_suffixes() -> group::MemberIdSource {
+    Box::new(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Offsets of a group without members that have outlived `retention_ms`: all of them once
+/// the group has been Empty that long (a group that had members), else each offset whose
+/// last commit is that old (a group that only commits).
+pub fn expired_offsets(
+    offsets: &[(String, i32, CommittedOffset)],
+    empty_since_ms: Option<i64>,
+    now_ms: i64,
+    retention_ms: i64,
+) -> Vec<(String, i32)> {
+    offsets
+        .iter()
+        .filter(|(_, _, o)| {
+            let base = match empty_since_ms {
+                Some(since) => since.max(o.commit_timestamp_ms),
+                None => o.commit_timestamp_ms,
+            };
+            base.saturating_add(retention_ms) <= now_ms
+        })
+        .map(|(t, p, _)| (t.clone(), *p))
+        .collect()
 }
 
 fn raft_config() -> Result<Arc<openraft::Config>, CoordinatorError> {
@@ -70,14 +139,43 @@ fn raft_config() -> Result<Arc<openraft::Config>, CoordinatorError> {
 
 impl GroupCoordinator {
     /// Starts the coordinator group (one voter in single-node mode) and waits for a leader.
-    pub async fn start(node_id: u64, store: Arc<MetadataStore>, config: CoordinatorConfig) -> Result<GroupCoordinator, CoordinatorError> {
+    pub async fn start(node_id: u64, store: Arc<MetadataStore>, config: CoordinatorConfig) -> Result<Arc<GroupCoordinator>, CoordinatorError> {
         let sm = CoordinatorStateMachine::open(store.clone())?;
         let log = RocksLogStore::<CoordinatorRaft>::new(store.clone(), RAFT_PREFIX);
         let raft = Raft::new(node_id, raft_config()?, NoPeers, log, sm)
             .await
             .map_err(|e| CoordinatorError::Unavailable(e.to_string()))?;
         bootstrap_single_voter(&raft, node_id, LEADER_WAIT).await.map_err(CoordinatorError::Unavailable)?;
-        Ok(GroupCoordinator { raft, store, config })
+        let now = now_ms();
+        let mut groups = HashMap::new();
+        for (id, bytes) in state::read_group_records(&store)? {
+            let record: GroupRecord = match crate::store::from_json(id.as_bytes(), &bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(group = %id, error = %e, "unreadable group record; the group starts empty");
+                    continue;
+                }
+            };
+            match Group::from_record(record, now, config.group.clone(), member_id_suffixes()) {
+                Ok(g) => {
+                    let slot = GroupSlot::new(g, now);
+                    groups.insert(id, Arc::new(slot));
+                }
+                Err(e) => warn!(group = %id, error = %e, "invalid group record; the group starts empty"),
+            }
+        }
+        info!(groups = groups.len(), "group coordinator started");
+        let coordinator = Arc::new(GroupCoordinator {
+            raft,
+            store,
+            config,
+            groups: Mutex::new(groups),
+            waiters: Mutex::new(HashMap::new()),
+            next_reply: AtomicU64::new(1),
+        });
+        tokio::spawn(run_timers(Arc::downgrade(&coordinator)));
+        tokio::spawn(run_offset_expiry(Arc::downgrade(&coordinator)));
+        Ok(coordinator)
     }
 
     /// Replicates `cmd` and waits until it is applied (on disk on a majority).
@@ -111,29 +209,243 @@ impl GroupCoordinator {
     /// Kafka's checks of an OffsetCommit's member and generation (error code on refusal).
     /// A commit with generation -1 and no member id is a "simple" commit by a consumer that
     /// assigns partitions itself; it is refused for a group under group management.
-    pub fn validate_commit(&self, _group: &str, _member_id: &str, _instance_id: Option<&str>, generation: i32) -> Result<(), i16> {
-        // Without membership state a group is never under management: as Kafka does for a
-        // group it does not know, allow simple commits, refuse generations >= 0.
-        if generation < 0 {
-            Ok(())
-        } else {
-            Err(kafka_protocol::error::ResponseError::IllegalGeneration.code())
+    pub async fn validate_commit(&self, group: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), i16> {
+        match self.slot(group) {
+            Some(slot) => {
+                let mut g = slot.group.lock().await;
+                g.validate_offset_commit(now_ms(), member_id, instance_id, generation).map_err(|e| e.code())
+            }
+            // As Kafka for a group it does not know: simple commits only.
+            None if generation < 0 => Ok(()),
+            None => Err(ResponseError::IllegalGeneration.code()),
         }
     }
 
     /// Whether `group` has membership state (a group that only commits offsets has none).
-    pub fn group_exists(&self, _group: &str) -> bool {
-        false
+    pub fn group_exists(&self, group: &str) -> bool {
+        self.slot(group).is_some()
     }
 
     /// Whether a member of `group` subscribes to `topic` (OffsetDelete refuses those).
-    pub fn group_subscribed_to(&self, _group: &str, _topic: &str) -> bool {
-        false
+    pub async fn group_subscribed_to(&self, group: &str, topic: &str) -> bool {
+        let Some(slot) = self.slot(group) else { return false };
+        let record = slot.group.lock().await.to_record();
+        if record.protocol_type.as_deref() != Some("consumer") || record.members.is_empty() {
+            return false;
+        }
+        let Some(protocol) = record.protocol.as_deref() else { return false };
+        record.members.iter().any(|m| {
+            m.protocols.iter().filter(|p| p.name == protocol).any(|p| subscription_topics(&p.metadata).iter().any(|t| t == topic))
+        })
     }
 
     /// Group ids with committed offsets.
     pub fn groups_with_offsets(&self) -> Result<Vec<String>, CoordinatorError> {
         Ok(state::groups_with_offsets(&self.store)?)
+    }
+
+    fn slot(&self, group: &str) -> Option<Arc<GroupSlot>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).get(group).cloned()
+    }
+
+    fn slot_or_create(&self, group: &str) -> Arc<GroupSlot> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups
+            .entry(group.to_string())
+            .or_insert_with(|| Arc::new(GroupSlot::new(Group::new(self.config.group.clone(), member_id_suffixes()), now_ms())))
+            .clone()
+    }
+
+    fn register(&self) -> (ReplyId, oneshot::Receiver<Reply>) {
+        let id = self.next_reply.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        (ReplyId(id), rx)
+    }
+
+    fn deliver(&self, out: Vec<(ReplyId, Reply)>) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, reply) in out {
+            if let Some(tx) = waiters.remove(&id.0) {
+                // The requester may have gone (connection closed): nothing to do then.
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    /// Runs `op` on the group, writes its record if it changed, then sends every reply the
+    /// operation made ready, and waits for the one of this request.
+    async fn run(&self, group_id: &str, create: bool, op: impl FnOnce(&mut Group, ReplyId, i64) -> Vec<(ReplyId, Reply)>) -> Option<Reply> {
+        let slot = if create { self.slot_or_create(group_id) } else { self.slot(group_id)? };
+        let (id, rx) = self.register();
+        let out = {
+            let mut g = slot.group.lock().await;
+            let now = now_ms();
+            let out = op(&mut g, id, now);
+            self.after_change(group_id, &slot, &mut g, now).await;
+            out
+        };
+        self.deliver(out);
+        rx.await.ok()
+    }
+
+    /// Bookkeeping after any change to a group: timers, empty-since, the persisted record.
+    async fn after_change(&self, group_id: &str, slot: &GroupSlot, g: &mut Group, now: i64) {
+        slot.next_deadline_ms.store(g.next_deadline().unwrap_or(i64::MAX), Ordering::Relaxed);
+        if g.state() == GroupState::Empty {
+            let _ = slot.empty_since_ms.compare_exchange(-1, now, Ordering::Relaxed, Ordering::Relaxed);
+        } else {
+            slot.empty_since_ms.store(-1, Ordering::Relaxed);
+        }
+        if let Some(record) = g.take_record() {
+            match crate::store::to_json(&record) {
+                Ok(bytes) => {
+                    if let Err(e) = self.propose(CoordinatorCommand::StoreGroup { group: group_id.to_string(), record: Some(bytes) }).await {
+                        warn!(group = %group_id, error = %e, "could not store the group record");
+                    }
+                }
+                Err(e) => warn!(group = %group_id, error = %e, "could not encode the group record"),
+            }
+        }
+    }
+
+    pub async fn join(&self, group_id: &str, req: JoinRequest) -> Reply {
+        self.run(group_id, true, |g, id, now| g.join(id, now, req))
+            .await
+            .unwrap_or_else(|| group::join_error("", group::GroupError::CoordinatorNotAvailable))
+    }
+
+    pub async fn sync(&self, group_id: &str, req: SyncRequest) -> Reply {
+        // Kafka: a sync for a group it does not know is UNKNOWN_MEMBER_ID.
+        self.run(group_id, false, |g, id, now| g.sync(id, now, req))
+            .await
+            .unwrap_or_else(|| group::sync_error(group::GroupError::UnknownMemberId))
+    }
+
+    pub async fn heartbeat(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> i16 {
+        match self.run(group_id, false, |g, id, now| g.heartbeat(id, now, member_id, instance_id, generation)).await {
+            Some(Reply::Heartbeat(h)) => group::error_code(h.error),
+            Some(_) => ResponseError::UnknownServerError.code(),
+            None => ResponseError::UnknownMemberId.code(),
+        }
+    }
+
+    /// LeaveGroup: per-member results, or the top-level error for an unknown group.
+    pub async fn leave(&self, group_id: &str, members: Vec<(String, Option<String>)>) -> Result<group::LeaveReply, i16> {
+        match self.run(group_id, false, |g, id, now| g.leave(id, now, members)).await {
+            Some(Reply::Leave(l)) => Ok(l),
+            Some(_) => Err(ResponseError::UnknownServerError.code()),
+            None => Err(ResponseError::UnknownMemberId.code()),
+        }
+    }
+
+    /// Every group: those with membership state and those that only commit offsets.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, CoordinatorError> {
+        let slots: Vec<(String, Arc<GroupSlot>)> =
+            self.groups.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out = Vec::with_capacity(slots.len());
+        for (id, slot) in &slots {
+            let g = slot.group.lock().await;
+            out.push(GroupListing { group_id: id.clone(), protocol_type: g.protocol_type().unwrap_or("").to_string(), state: g.state().as_str() });
+        }
+        for id in self.groups_with_offsets()? {
+            if !slots.iter().any(|(s, _)| *s == id) {
+                out.push(GroupListing { group_id: id, protocol_type: String::new(), state: GroupState::Empty.as_str() });
+            }
+        }
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(out)
+    }
+
+    /// DescribeGroups: `None` for a group Runnel does not know at all.
+    pub async fn describe(&self, group_id: &str) -> Result<Option<GroupDescription>, CoordinatorError> {
+        if let Some(slot) = self.slot(group_id) {
+            return Ok(Some(slot.group.lock().await.describe()));
+        }
+        if !self.fetch_offsets(group_id, None)?.is_empty() {
+            return Ok(Some(GroupDescription { state: GroupState::Empty, protocol_type: String::new(), protocol: String::new(), members: Vec::new() }));
+        }
+        Ok(None)
+    }
+
+    /// DeleteGroups for one group: only a group without members can be deleted.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), i16> {
+        let slot = self.slot(group_id);
+        let has_offsets = !self.fetch_offsets(group_id, None).map_err(|e| code_of(&e))?.is_empty();
+        match &slot {
+            None if !has_offsets => return Err(ResponseError::GroupIdNotFound.code()),
+            Some(s) => {
+                let mut g = s.group.lock().await;
+                if g.state() != GroupState::Empty && g.state() != GroupState::Dead {
+                    return Err(ResponseError::NonEmptyGroup.code());
+                }
+                let out = g.mark_dead();
+                drop(g);
+                self.deliver(out);
+            }
+            None => {}
+        }
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).remove(group_id);
+        self.propose(CoordinatorCommand::DeleteGroup { group: group_id.to_string() }).await.map_err(|e| code_of(&e))
+    }
+
+    /// Fires due membership timers of every group.
+    async fn tick_due(&self) {
+        let now = now_ms();
+        let due: Vec<(String, Arc<GroupSlot>)> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, s)| s.next_deadline_ms.load(Ordering::Relaxed) <= now)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, slot) in due {
+            let out = {
+                let mut g = slot.group.lock().await;
+                let now = now_ms();
+                let out = g.tick(now);
+                self.after_change(&id, &slot, &mut g, now).await;
+                out
+            };
+            self.deliver(out);
+        }
+    }
+
+    /// Deletes offsets of groups without members that outlived the retention.
+    async fn expire_offsets(&self) -> Result<(), CoordinatorError> {
+        let now = now_ms();
+        for group_id in self.groups_with_offsets()? {
+            let empty_since = match self.slot(&group_id) {
+                Some(slot) => match slot.empty_since_ms.load(Ordering::Relaxed) {
+                    -1 => continue, // the group has members: its offsets stay
+                    since => Some(since),
+                },
+                None => None,
+            };
+            let offsets = self.fetch_offsets(&group_id, None)?;
+            let expired = expired_offsets(&offsets, empty_since, now, self.config.offsets_retention_ms);
+            if expired.is_empty() {
+                continue;
+            }
+            info!(group = %group_id, partitions = expired.len(), "expiring committed offsets");
+            if expired.len() == offsets.len() && empty_since.is_some() {
+                // Kafka removes an Empty group whose offsets have all expired.
+                if let Some(slot) = self.slot(&group_id) {
+                    let mut g = slot.group.lock().await;
+                    if g.state() == GroupState::Empty {
+                        let out = g.mark_dead();
+                        drop(g);
+                        self.deliver(out);
+                        self.groups.lock().unwrap_or_else(|p| p.into_inner()).remove(&group_id);
+                        self.propose(CoordinatorCommand::DeleteGroup { group: group_id.clone() }).await?;
+                        continue;
+                    }
+                }
+            }
+            self.propose(CoordinatorCommand::DeleteOffsets { group: group_id, partitions: expired }).await?;
+        }
+        Ok(())
     }
 
     /// Stops the coordinator group.
@@ -144,9 +456,75 @@ impl GroupCoordinator {
     }
 }
 
+impl GroupSlot {
+    fn new(group: Group, now: i64) -> GroupSlot {
+        let empty = if group.state() == GroupState::Empty { now } else { -1 };
+        let deadline = group.next_deadline().unwrap_or(i64::MAX);
+        GroupSlot { group: AsyncMutex::new(group), empty_since_ms: AtomicI64::new(empty), next_deadline_ms: AtomicI64::new(deadline) }
+    }
+}
+
+fn code_of(e: &CoordinatorError) -> i16 {
+    match e {
+        CoordinatorError::NotCoordinator { .. } => ResponseError::NotCoordinator.code(),
+        CoordinatorError::Unavailable(_) | CoordinatorError::Store(_) => ResponseError::CoordinatorNotAvailable.code(),
+    }
+}
+
+/// Topics named in a consumer protocol subscription (empty when it does not decode).
+fn subscription_topics(metadata: &Bytes) -> Vec<String> {
+    let mut buf = metadata.clone();
+    if buf.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([buf[0], buf[1]]);
+    bytes::Buf::advance(&mut buf, 2);
+    match ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
+        Ok(s) => s.topics.iter().map(|t| t.to_string()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn run_timers(coordinator: Weak<GroupCoordinator>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(c) = coordinator.upgrade() else { return };
+        c.tick_due().await;
+    }
+}
+
+async fn run_offset_expiry(coordinator: Weak<GroupCoordinator>) {
+    let period = {
+        let Some(c) = coordinator.upgrade() else { return };
+        // Kafka checks every 10 minutes (offsets.retention.check.interval.ms).
+        Duration::from_millis((c.config.offsets_retention_ms / 2).clamp(1_000, 600_000) as u64)
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(c) = coordinator.upgrade() else { return };
+        if let Err(e) = c.expire_offsets().await {
+            warn!(error = %e, "expiring committed offsets failed");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_expire_after_retention_from_commit_or_from_emptiness() {
+        let o = |t: i64| CommittedOffset { offset: 1, leader_epoch: -1, metadata: None, commit_timestamp_ms: t };
+        let offsets = vec![("a".to_string(), 0, o(100)), ("a".to_string(), 1, o(500))];
+        // A group that only commits: each offset by its own commit time.
+        assert_eq!(expired_offsets(&offsets, None, 1_100, 1_000), vec![("a".to_string(), 0)]);
+        assert!(expired_offsets(&offsets, None, 1_099, 1_000).is_empty());
+        // A group that emptied at 2000: nothing before 3000, everything from then.
+        assert!(expired_offsets(&offsets, Some(2_000), 2_999, 1_000).is_empty());
+        assert_eq!(expired_offsets(&offsets, Some(2_000), 3_000, 1_000).len(), 2);
+    }
 
     fn committed(offset: i64) -> CommittedOffset {
         CommittedOffset { offset, leader_epoch: 3, metadata: Some("m".into()), commit_timestamp_ms: 1 }

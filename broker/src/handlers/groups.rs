@@ -1,6 +1,6 @@
-//! Consumer group APIs: FindCoordinator, OffsetCommit, OffsetFetch, OffsetDelete (and the
-//! membership APIs as the coordinator grows them). Typed request in, typed response out;
-//! the state lives in `coordinator`.
+//! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups.
+//! Typed request in, typed response out; the state lives in `coordinator`.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -10,6 +10,16 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
     OffsetFetchResponseTopics,
 };
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
+};
 use kafka_protocol::messages::{
     BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
@@ -17,6 +27,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::str;
+use crate::coordinator::group::{self, JoinRequest, Reply, SyncRequest};
 use crate::coordinator::{CommittedOffset, CoordinatorCommand, CoordinatorError};
 use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
@@ -103,7 +114,7 @@ pub async fn handle_offset_commit(node: &Node, req: OffsetCommitRequest, _versio
         &req.member_id,
         req.group_instance_id.as_deref(),
         req.generation_id_or_member_epoch,
-    ) {
+    ).await {
         return respond_all(code);
     }
     let now = now_ms();
@@ -291,28 +302,26 @@ pub async fn handle_offset_delete(node: &Node, req: OffsetDeleteRequest, _versio
         return top(ResponseError::GroupIdNotFound.code());
     }
     let mut delete = Vec::new();
-    let topics = req
-        .topics
-        .iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let code = if node.coordinator.group_subscribed_to(&group, &t.name) {
-                        ResponseError::GroupSubscribedToTopic.code()
-                    } else if !partition_exists(node, &t.name, p.partition_index) {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    } else {
-                        delete.push((t.name.0.to_string(), p.partition_index));
-                        0
-                    };
-                    OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code)
-                })
-                .collect();
-            OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
-        })
-        .collect();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let subscribed = node.coordinator.group_subscribed_to(&group, &t.name).await;
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let code = if subscribed {
+                    ResponseError::GroupSubscribedToTopic.code()
+                } else if !partition_exists(node, &t.name, p.partition_index) {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else {
+                    delete.push((t.name.0.to_string(), p.partition_index));
+                    0
+                };
+                OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code)
+            })
+            .collect();
+        topics.push(OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions));
+    }
     if !delete.is_empty() {
         if let Err(e) = node.coordinator.propose(CoordinatorCommand::DeleteOffsets { group, partitions: delete }).await {
             return top(code_of(e));
@@ -321,3 +330,204 @@ pub async fn handle_offset_delete(node: &Node, req: OffsetDeleteRequest, _versio
     OffsetDeleteResponse::default().with_error_code(0).with_topics(topics)
 }
 
+
+fn opt_str(s: Option<&StrBytes>) -> Option<String> {
+    s.map(|x| x.to_string())
+}
+
+pub async fn handle_join_group(node: &Node, req: JoinGroupRequest, version: i16, client_id: &str, client_host: &str) -> JoinGroupResponse {
+    let group_id = req.group_id.0.to_string();
+    let fail = |code: i16| JoinGroupResponse::default().with_error_code(code).with_generation_id(-1).with_member_id(req.member_id.clone());
+    if group_id.is_empty() {
+        return fail(ResponseError::InvalidGroupId.code());
+    }
+    let join = JoinRequest {
+        member_id: req.member_id.to_string(),
+        group_instance_id: opt_str(req.group_instance_id.as_ref()),
+        client_id: client_id.to_string(),
+        client_host: client_host.to_string(),
+        session_timeout_ms: req.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if version >= 1 { req.rebalance_timeout_ms } else { req.session_timeout_ms },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+        require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
+        reason: opt_str(req.reason.as_ref()),
+    };
+    match node.coordinator.join(&group_id, join).await {
+        Reply::Join(j) => {
+            let old_protocol_name = |n: Option<String>| if version >= 7 { n.map(|x| str(&x)) } else { Some(str(n.as_deref().unwrap_or(""))) };
+            let r = JoinGroupResponse::default()
+                .with_error_code(group::error_code(j.error))
+                .with_generation_id(j.generation_id)
+                .with_protocol_type(if version >= 7 { j.protocol_type.as_deref().map(str) } else { None })
+                .with_protocol_name(old_protocol_name(j.protocol_name))
+                .with_leader(str(&j.leader))
+                .with_member_id(str(&j.member_id))
+                .with_members(
+                    j.members
+                        .into_iter()
+                        .map(|m| {
+                            JoinGroupResponseMember::default()
+                                .with_member_id(str(&m.member_id))
+                                .with_group_instance_id(if version >= 5 { m.group_instance_id.as_deref().map(str) } else { None })
+                                .with_metadata(m.metadata)
+                        })
+                        .collect(),
+                );
+            if version >= 9 {
+                r.with_skip_assignment(j.skip_assignment)
+            } else {
+                r
+            }
+        }
+        _ => fail(ResponseError::UnknownServerError.code()),
+    }
+}
+
+pub async fn handle_sync_group(node: &Node, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+    let group_id = req.group_id.0.to_string();
+    if group_id.is_empty() {
+        return SyncGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
+    }
+    let sync = SyncRequest {
+        member_id: req.member_id.to_string(),
+        group_instance_id: opt_str(req.group_instance_id.as_ref()),
+        generation_id: req.generation_id,
+        protocol_type: opt_str(req.protocol_type.as_ref()),
+        protocol_name: opt_str(req.protocol_name.as_ref()),
+        assignments: req.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
+    };
+    match node.coordinator.sync(&group_id, sync).await {
+        Reply::Sync(r) => {
+            let out = SyncGroupResponse::default().with_error_code(group::error_code(r.error)).with_assignment(r.assignment);
+            if version >= 5 {
+                out.with_protocol_type(r.protocol_type.as_deref().map(str)).with_protocol_name(r.protocol_name.as_deref().map(str))
+            } else {
+                out
+            }
+        }
+        _ => SyncGroupResponse::default().with_error_code(ResponseError::UnknownServerError.code()),
+    }
+}
+
+pub async fn handle_heartbeat(node: &Node, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+    let code = node
+        .coordinator
+        .heartbeat(&req.group_id, &req.member_id, req.group_instance_id.as_deref(), req.generation_id)
+        .await;
+    HeartbeatResponse::default().with_error_code(code)
+}
+
+pub async fn handle_leave_group(node: &Node, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        req.members.iter().map(|m| (m.member_id.to_string(), opt_str(m.group_instance_id.as_ref()))).collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    match node.coordinator.leave(&req.group_id, members).await {
+        Err(code) => LeaveGroupResponse::default().with_error_code(code),
+        Ok(reply) => {
+            if version >= 3 {
+                LeaveGroupResponse::default().with_error_code(group::error_code(reply.error)).with_members(
+                    reply
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            MemberResponse::default()
+                                .with_member_id(str(&m.member_id))
+                                .with_group_instance_id(m.group_instance_id.as_deref().map(str))
+                                .with_error_code(group::error_code(m.error))
+                        })
+                        .collect(),
+                )
+            } else {
+                // One member: its own result is the answer.
+                let code = reply.error.or_else(|| reply.members.first().and_then(|m| m.error));
+                LeaveGroupResponse::default().with_error_code(group::error_code(code))
+            }
+        }
+    }
+}
+
+pub async fn handle_list_groups(node: &Node, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let listed = match node.coordinator.list_groups().await {
+        Ok(l) => l,
+        Err(e) => return ListGroupsResponse::default().with_error_code(code_of(e)),
+    };
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    let groups = listed
+        .into_iter()
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        // Every Runnel group is a classic group.
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .map(|g| {
+            let l = ListedGroup::default().with_group_id(kafka_protocol::messages::GroupId(str(&g.group_id))).with_protocol_type(str(&g.protocol_type));
+            let l = if version >= 4 { l.with_group_state(str(g.state)) } else { l };
+            if version >= 5 {
+                l.with_group_type(str("classic"))
+            } else {
+                l
+            }
+        })
+        .collect();
+    ListGroupsResponse::default().with_error_code(0).with_groups(groups)
+}
+
+pub async fn handle_describe_groups(node: &Node, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for id in &req.groups {
+        let base = DescribedGroup::default().with_group_id(id.clone()).with_authorized_operations(if req.include_authorized_operations {
+            // READ, DESCRIBE, DELETE: every operation is allowed until ACLs exist.
+            (1 << 3) | (1 << 6) | (1 << 8)
+        } else {
+            i32::MIN
+        });
+        let g = match node.coordinator.describe(id).await {
+            Err(e) => base.with_error_code(code_of(e)).with_group_state(str("")).with_protocol_type(str("")).with_protocol_data(str("")),
+            Ok(None) if version >= 6 => base
+                .with_error_code(ResponseError::GroupIdNotFound.code())
+                .with_error_message(Some(str(&format!("group {} not found", id.0))))
+                .with_group_state(str("Dead"))
+                .with_protocol_type(str(""))
+                .with_protocol_data(str("")),
+            // Before v6, Kafka describes an unknown group as Dead without an error.
+            Ok(None) => base.with_error_code(0).with_group_state(str("Dead")).with_protocol_type(str("")).with_protocol_data(str("")),
+            Ok(Some(d)) => base
+                .with_error_code(0)
+                .with_group_state(str(d.state.as_str()))
+                .with_protocol_type(str(&d.protocol_type))
+                .with_protocol_data(str(&d.protocol))
+                .with_members(
+                    d.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(str(&m.member_id))
+                                .with_group_instance_id(if version >= 4 { m.group_instance_id.as_deref().map(str) } else { None })
+                                .with_client_id(str(&m.client_id))
+                                .with_client_host(str(&m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                ),
+        };
+        groups.push(g);
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn handle_delete_groups(node: &Node, req: DeleteGroupsRequest, _version: i16) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for id in &req.groups_names {
+        let code = match node.coordinator.delete_group(id).await {
+            Ok(()) => 0,
+            Err(code) => code,
+        };
+        results.push(DeletableGroupResult::default().with_group_id(id.clone()).with_error_code(code));
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}

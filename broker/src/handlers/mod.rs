@@ -43,7 +43,7 @@ impl Dispatcher {
     /// Starts handling `req`. Work that must happen in request order (handing produced
     /// batches to raft) is done before this returns; the rest runs in the returned future,
     /// concurrently with later requests. `None`: the request gets no response (acks=0).
-    pub async fn submit(&self, req: Request) -> Option<ResponseFuture> {
+    pub async fn submit(&self, req: Request, client_host: &str) -> Option<ResponseFuture> {
         let Request { api_key, version, correlation_id, client_id, body } = req;
         let span = tracing::debug_span!("request", api = ?api_key, version, correlation_id, client_id = client_id.as_deref().unwrap_or(""));
         debug!(parent: &span, "request");
@@ -96,6 +96,30 @@ impl Dispatcher {
             RequestKind::OffsetFetch(r) => respond(api_key, version, correlation_id, async move {
                 ResponseKind::OffsetFetch(groups::handle_offset_fetch(&node, r, version))
             }),
+            RequestKind::JoinGroup(r) => {
+                let (client_id, client_host) = (client_id.clone().unwrap_or_default(), client_host.to_string());
+                respond(api_key, version, correlation_id, async move {
+                    ResponseKind::JoinGroup(groups::handle_join_group(&node, r, version, &client_id, &client_host).await)
+                }.instrument(span))
+            }
+            RequestKind::SyncGroup(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::SyncGroup(groups::handle_sync_group(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::Heartbeat(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::Heartbeat(groups::handle_heartbeat(&node, r, version).await)
+            }),
+            RequestKind::LeaveGroup(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::LeaveGroup(groups::handle_leave_group(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::ListGroups(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::ListGroups(groups::handle_list_groups(&node, r, version).await)
+            }),
+            RequestKind::DescribeGroups(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::DescribeGroups(groups::handle_describe_groups(&node, r, version).await)
+            }),
+            RequestKind::DeleteGroups(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::DeleteGroups(groups::handle_delete_groups(&node, r, version).await)
+            }.instrument(span)),
             RequestKind::OffsetDelete(r) => respond(api_key, version, correlation_id, async move {
                 ResponseKind::OffsetDelete(groups::handle_offset_delete(&node, r, version).await)
             }.instrument(span)),

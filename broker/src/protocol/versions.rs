@@ -28,6 +28,13 @@ pub const SUPPORTED: &[(ApiKey, Range)] = &[
     (ApiKey::OffsetCommit, Range { min: 2, max: 9 }),
     (ApiKey::OffsetFetch, Range { min: 1, max: 9 }),
     (ApiKey::OffsetDelete, Range { min: 0, max: 0 }),
+    (ApiKey::JoinGroup, Range { min: 0, max: 9 }),
+    (ApiKey::SyncGroup, Range { min: 0, max: 5 }),
+    (ApiKey::Heartbeat, Range { min: 0, max: 4 }),
+    (ApiKey::LeaveGroup, Range { min: 0, max: 5 }),
+    (ApiKey::ListGroups, Range { min: 0, max: 5 }),
+    (ApiKey::DescribeGroups, Range { min: 0, max: 5 }),
+    (ApiKey::DeleteGroups, Range { min: 0, max: 2 }),
 ];
 
 /// The advertised range of `api`, or `None` when Runnel does not implement it.

@@ -61,6 +61,8 @@ pub(super) async fn run_connection(
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Kafka reports a member's host as "/<ip>".
+    let client_host = stream.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<ResponseFuture>(limits.max_inflight_requests);
     let writer_task = tokio::spawn(write_responses(writer, rx, limits.max_inflight_requests));
@@ -88,7 +90,7 @@ pub(super) async fn run_connection(
             Ok(Ok(ReadOutcome::Frame(f))) => f,
         };
         let pending = match decode_request(frame) {
-            Ok(Decoded::Request(req)) => dispatcher.submit(req).await,
+            Ok(Decoded::Request(req)) => dispatcher.submit(req, &client_host).await,
             Ok(Decoded::ApiVersionsFallback { correlation_id, requested_version }) => {
                 dispatcher.api_versions_fallback(correlation_id, requested_version)
             }
