@@ -91,8 +91,8 @@ def _go_env(out_dir):
 
 
 def sarama_binary():
-    """Builds compat/go/src/saramacompat into a cache directory once (again when main.go
-    is newer than the binary) and returns its path."""
+    """Builds compat/go/src/saramacompat into a cache directory once (again when one of its
+    .go files is newer than the binary) and returns its path."""
     go = shutil.which("go")
     if go is None:
         pytest.fail("go is not installed (test.sh installs Debian's golang-go)")
@@ -103,7 +103,8 @@ def sarama_binary():
     binary = out_dir / "saramacompat"
     with open(out_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if binary.exists() and binary.stat().st_mtime >= GO_MAIN.stat().st_mtime:
+        newest_source = max(f.stat().st_mtime for f in GO_MAIN.parent.glob("*.go"))
+        if binary.exists() and binary.stat().st_mtime >= newest_source:
             return binary
         tmp = out_dir / "saramacompat.tmp"
         proc = subprocess.run([go, "build", "-o", str(tmp), "."], cwd=GO_MAIN.parent,
@@ -172,3 +173,30 @@ def expected_offset_for_timestamp(produced, partition, ts):
     """Kafka's answer: the first offset whose record timestamp is >= ts, else -1."""
     offsets = [r["offset"] for r in produced if r["partition"] == partition and r["timestamp"] >= ts]
     return min(offsets) if offsets else -1
+
+
+# ---------------------------------------------------------------- consumer groups
+
+def kafkajs_group_member(log_dir, bootstrap, topic, group, name, session_ms=6000):
+    """A kafkajs group member process (compat/js/group.js member): see
+    group_support.MemberProcess for what it reports."""
+    from group_support import MemberProcess
+    node = kafkajs_ready()
+    return MemberProcess(name, [node, "group.js", bootstrap, "member", topic, group, name, str(session_ms)],
+                         JS_DIR, log_dir, env={**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1"})
+
+
+def run_kafkajs_group_admin(bootstrap, topic, group, steps, broker=None, timeout=60):
+    node = kafkajs_ready()
+    return _run([node, "group.js", bootstrap, "admin", topic, group, ",".join(steps)], JS_DIR, timeout, broker)
+
+
+def sarama_group_member(binary, log_dir, bootstrap, topic, group, name, session_ms=6000):
+    """A sarama ConsumerGroup member process (saramacompat group-member)."""
+    from group_support import MemberProcess
+    return MemberProcess(name, [str(binary), bootstrap, "group-member", topic, group, name, str(session_ms)],
+                         COMPAT, log_dir)
+
+
+def run_sarama_group_admin(binary, bootstrap, topic, group, steps, broker=None, timeout=60):
+    return _run([str(binary), bootstrap, "group-admin", topic, group, ",".join(steps)], COMPAT, timeout, broker)

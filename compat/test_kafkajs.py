@@ -4,8 +4,8 @@ pure-JS/WASM codecs of compat/js/codecs.js), read them back, list offsets, descr
 and delete the topic. compat/js/roundtrip.js runs the client once per module and prints what
 it saw; each test below checks one part of it.
 
-Reading without a consumer group: kafkajs' Consumer always joins a group (the broker has no
-group APIs yet), so roundtrip.js reads with kafkajs' own Cluster/Broker classes: metadata
+Reading without a consumer group: kafkajs' Consumer always joins a group (groups are tested
+in test_groups_kafkajs.py), so this scenario reads with kafkajs' own Cluster/Broker classes: metadata
 for the leaders, then Broker.fetch(), which kafkajs encodes and decodes as its Consumer does."""
 
 import pytest

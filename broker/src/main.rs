@@ -67,6 +67,7 @@ async fn run(config: &mut NodeConfig) -> anyhow::Result<()> {
     wait_for_signal().await;
     info!("shutting down: finishing in-flight requests");
     let _ = shutdown_tx.send(true);
+    node.begin_shutdown().await;
     let _ = server.await;
     node.shutdown().await;
     info!("stopped");

@@ -275,6 +275,12 @@ impl Node {
         }
     }
 
+    /// First step of a graceful stop, before in-flight requests are waited for: requests
+    /// that wait on other clients (JoinGroup, SyncGroup) are answered now.
+    pub async fn begin_shutdown(&self) {
+        self.coordinator.unload().await;
+    }
+
     /// Stops every replica and the controller; logs are closed cleanly.
     pub async fn shutdown(&self) {
         let replicas: Vec<_> = self.replicas.write().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, r)| r).collect();

@@ -7,7 +7,7 @@ pub mod group;
 pub mod state;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -91,6 +91,8 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Arc<GroupSlot>>>,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_reply: AtomicU64,
+    /// Set when the node stops: groups are unloaded and nothing more is written.
+    stopping: AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -172,6 +174,7 @@ impl GroupCoordinator {
             groups: Mutex::new(groups),
             waiters: Mutex::new(HashMap::new()),
             next_reply: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
         });
         tokio::spawn(run_timers(Arc::downgrade(&coordinator)));
         tokio::spawn(run_offset_expiry(Arc::downgrade(&coordinator)));
@@ -276,6 +279,9 @@ impl GroupCoordinator {
     /// Runs `op` on the group, writes its record if it changed, then sends every reply the
     /// operation made ready, and waits for the one of this request.
     async fn run(&self, group_id: &str, create: bool, op: impl FnOnce(&mut Group, ReplyId, i64) -> Vec<(ReplyId, Reply)>) -> Option<Reply> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Some(stopping_reply());
+        }
         let slot = if create { self.slot_or_create(group_id) } else { self.slot(group_id)? };
         let (id, rx) = self.register();
         let out = {
@@ -317,15 +323,17 @@ impl GroupCoordinator {
 
     pub async fn sync(&self, group_id: &str, req: SyncRequest) -> Reply {
         // Kafka: a sync for a group it does not know is UNKNOWN_MEMBER_ID.
-        self.run(group_id, false, |g, id, now| g.sync(id, now, req))
-            .await
-            .unwrap_or_else(|| group::sync_error(group::GroupError::UnknownMemberId))
+        match self.run(group_id, false, |g, id, now| g.sync(id, now, req)).await {
+            Some(Reply::Sync(r)) => Reply::Sync(r),
+            Some(_) => group::sync_error(group::GroupError::CoordinatorNotAvailable),
+            None => group::sync_error(group::GroupError::UnknownMemberId),
+        }
     }
 
     pub async fn heartbeat(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> i16 {
         match self.run(group_id, false, |g, id, now| g.heartbeat(id, now, member_id, instance_id, generation)).await {
             Some(Reply::Heartbeat(h)) => group::error_code(h.error),
-            Some(_) => ResponseError::UnknownServerError.code(),
+            Some(_) => ResponseError::CoordinatorNotAvailable.code(),
             None => ResponseError::UnknownMemberId.code(),
         }
     }
@@ -334,7 +342,7 @@ impl GroupCoordinator {
     pub async fn leave(&self, group_id: &str, members: Vec<(String, Option<String>)>) -> Result<group::LeaveReply, i16> {
         match self.run(group_id, false, |g, id, now| g.leave(id, now, members)).await {
             Some(Reply::Leave(l)) => Ok(l),
-            Some(_) => Err(ResponseError::UnknownServerError.code()),
+            Some(_) => Err(ResponseError::CoordinatorNotAvailable.code()),
             None => Err(ResponseError::UnknownMemberId.code()),
         }
     }
@@ -389,8 +397,24 @@ impl GroupCoordinator {
         self.propose(CoordinatorCommand::DeleteGroup { group: group_id.to_string() }).await.map_err(|e| code_of(&e))
     }
 
+    /// Unloads every group as the node stops, as Kafka's coordinator does when it resigns:
+    /// requests waiting for a rebalance are answered at once (COORDINATOR_NOT_AVAILABLE, so
+    /// clients look for the coordinator again) and nothing more is written, so the groups
+    /// come back at their last stored generation.
+    pub async fn unload(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let slots: Vec<Arc<GroupSlot>> = self.groups.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for slot in slots {
+            let out = slot.group.lock().await.mark_dead();
+            self.deliver(out);
+        }
+    }
+
     /// Fires due membership timers of every group.
     async fn tick_due(&self) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
         let now = now_ms();
         let due: Vec<(String, Arc<GroupSlot>)> = self
             .groups
@@ -462,6 +486,11 @@ impl GroupSlot {
         let deadline = group.next_deadline().unwrap_or(i64::MAX);
         GroupSlot { group: AsyncMutex::new(group), empty_since_ms: AtomicI64::new(empty), next_deadline_ms: AtomicI64::new(deadline) }
     }
+}
+
+/// The answer to any membership request once the coordinator is stopping.
+fn stopping_reply() -> Reply {
+    group::join_error("", group::GroupError::CoordinatorNotAvailable)
 }
 
 fn code_of(e: &CoordinatorError) -> i16 {

@@ -6,6 +6,10 @@
 //! `ClusterAdmin.DescribeConfig` and `ListTopics`): the request is v1 without the trailing
 //! `include_synonyms` flag; the response has `is_default` where v1 has `config_source`,
 //! and no synonyms.
+//!
+//! OffsetCommit v1 (sarama 1.22's consumer groups commit with it unless
+//! `Consumer.Offsets.Retention` is set): the request carries a commit timestamp per
+//! partition and no retention time; it is rewritten as v2. The v1 response is v2's.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, DescribeConfigsResponse};
@@ -15,19 +19,105 @@ const SOURCE_DEFAULT: i8 = 5;
 
 /// True when `version` of `api` is coded here rather than by the crate.
 pub fn is_legacy(api: ApiKey, version: i16) -> bool {
-    api == ApiKey::DescribeConfigs && version == 0
+    matches!((api, version), (ApiKey::DescribeConfigs, 0) | (ApiKey::OffsetCommit, 1))
 }
 
-/// The version the crate decodes a legacy body as, and the body bytes to decode.
-pub fn request_as_supported(api: ApiKey, version: i16, body: Bytes) -> (i16, Bytes) {
-    if is_legacy(api, version) {
-        // v1 = v0 + include_synonyms (boolean, false).
-        let mut b = BytesMut::with_capacity(body.len() + 1);
-        b.put_slice(&body);
-        b.put_u8(0);
-        return (1, b.freeze());
+/// The version whose schema the crate uses for the body of `version` of `api`.
+pub fn body_version(api: ApiKey, version: i16) -> i16 {
+    match (api, version) {
+        (ApiKey::DescribeConfigs, 0) => 1,
+        (ApiKey::OffsetCommit, 1) => 2,
+        _ => version,
     }
-    (version, body)
+}
+
+/// The version the crate decodes a legacy body as, and the body bytes to decode; a body
+/// that is not even a well-formed legacy body is passed on for the crate to refuse.
+pub fn request_as_supported(api: ApiKey, version: i16, body: Bytes) -> (i16, Bytes) {
+    match (api, version) {
+        (ApiKey::DescribeConfigs, 0) => {
+            // v1 = v0 + include_synonyms (boolean, false).
+            let mut b = BytesMut::with_capacity(body.len() + 1);
+            b.put_slice(&body);
+            b.put_u8(0);
+            (1, b.freeze())
+        }
+        (ApiKey::OffsetCommit, 1) => match offset_commit_v1_as_v2(&body) {
+            Some(v2) => (2, v2),
+            None => (2, Bytes::new()),
+        },
+        _ => (version, body),
+    }
+}
+
+/// Reads big-endian fields off a body without trusting any length beyond its end.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// The bytes of a (nullable) string; a null string reads as empty.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Some(&[]);
+        }
+        self.take(usize::from(len as u16))
+    }
+}
+
+fn put_raw_string(out: &mut BytesMut, s: &[u8], null: bool) {
+    if null {
+        out.put_i16(-1);
+    } else {
+        // `s` came from a string of at most i16::MAX bytes.
+        out.put_i16(i16::try_from(s.len()).unwrap_or(i16::MAX));
+        out.put_slice(s);
+    }
+}
+
+/// OffsetCommit v1 body rewritten as v2: retention time -1 ("broker default") after the
+/// member id, and no per-partition commit timestamp.
+fn offset_commit_v1_as_v2(body: &[u8]) -> Option<Bytes> {
+    let mut r = Reader { buf: body };
+    let mut out = BytesMut::with_capacity(body.len() + 8);
+    let group = r.string()?;
+    put_raw_string(&mut out, group, false);
+    out.put_i32(r.i32()?); // generation id
+    let member = r.string()?;
+    put_raw_string(&mut out, member, false);
+    out.put_i64(-1); // retention_time_ms
+    let topics = r.i32()?;
+    out.put_i32(topics);
+    for _ in 0..topics.max(0) {
+        let name = r.string()?;
+        put_raw_string(&mut out, name, false);
+        let partitions = r.i32()?;
+        out.put_i32(partitions);
+        for _ in 0..partitions.max(0) {
+            out.put_slice(r.take(4 + 8)?); // partition index, committed offset
+            r.take(8)?; // commit timestamp: Kafka ignores it from v1 on too
+            let null = r.buf.len() >= 2 && i16::from_be_bytes([r.buf[0], r.buf[1]]) < 0;
+            let metadata = r.string()?;
+            put_raw_string(&mut out, metadata, null);
+        }
+    }
+    // As everywhere else, bytes after the body are ignored.
+    Some(out.freeze())
 }
 
 fn put_string(buf: &mut BytesMut, s: &str) -> Result<(), String> {
@@ -103,6 +193,48 @@ mod tests {
             .with_resource_name(StrBytes::from_static_str("t"))
             .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")]));
         assert_eq!(req.resources, vec![expected]);
+    }
+
+    #[test]
+    fn an_offset_commit_v1_request_decodes_as_v2() {
+        use kafka_protocol::messages::OffsetCommitRequest;
+        let mut v1 = BytesMut::new();
+        v1.put_i16(1);
+        v1.put_slice(b"g");
+        v1.put_i32(4); // generation
+        v1.put_i16(3);
+        v1.put_slice(b"m-1");
+        v1.put_i32(1); // topics
+        v1.put_i16(1);
+        v1.put_slice(b"t");
+        v1.put_i32(2); // partitions
+        v1.put_i32(0);
+        v1.put_i64(42);
+        v1.put_i64(1_700_000_000_000);
+        v1.put_i16(-1); // null metadata
+        v1.put_i32(1);
+        v1.put_i64(7);
+        v1.put_i64(-1);
+        v1.put_i16(2);
+        v1.put_slice(b"md");
+        let (version, mut body) = request_as_supported(ApiKey::OffsetCommit, 1, v1.freeze());
+        assert_eq!(version, 2);
+        let req = OffsetCommitRequest::decode(&mut body, version).expect("decode");
+        assert!(!body.has_remaining());
+        assert_eq!(req.group_id.as_str(), "g");
+        assert_eq!(req.generation_id_or_member_epoch, 4);
+        assert_eq!(req.member_id.as_str(), "m-1");
+        assert_eq!(req.retention_time_ms, -1);
+        let p = &req.topics[0].partitions;
+        assert_eq!((p[0].partition_index, p[0].committed_offset, p[0].committed_metadata.is_none()), (0, 42, true));
+        assert_eq!((p[1].partition_index, p[1].committed_offset), (1, 7));
+        assert_eq!(p[1].committed_metadata.as_deref(), Some("md"));
+    }
+
+    #[test]
+    fn a_truncated_offset_commit_v1_request_does_not_decode() {
+        let (version, mut body) = request_as_supported(ApiKey::OffsetCommit, 1, Bytes::from_static(&[0, 5, b'g']));
+        assert!(kafka_protocol::messages::OffsetCommitRequest::decode(&mut body, version).is_err());
     }
 
     #[test]

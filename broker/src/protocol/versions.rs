@@ -25,7 +25,7 @@ pub const SUPPORTED: &[(ApiKey, Range)] = &[
     (ApiKey::DescribeConfigs, Range { min: 0, max: 4 }),
     (ApiKey::DescribeCluster, Range { min: 0, max: 2 }),
     (ApiKey::FindCoordinator, Range { min: 0, max: 6 }),
-    (ApiKey::OffsetCommit, Range { min: 2, max: 9 }),
+    (ApiKey::OffsetCommit, Range { min: 1, max: 9 }),
     (ApiKey::OffsetFetch, Range { min: 1, max: 9 }),
     (ApiKey::OffsetDelete, Range { min: 0, max: 0 }),
     (ApiKey::JoinGroup, Range { min: 0, max: 9 }),

@@ -8,6 +8,9 @@
 //	saramacompat BOOTSTRAP create TOPIC     create TOPIC as the scenario does
 //	saramacompat BOOTSTRAP admin-v0 TOPIC   ClusterAdmin.DescribeConfig and ListTopics,
 //	                                        which sarama 1.22 sends as DescribeConfigs v0
+//	saramacompat BOOTSTRAP group-member TOPIC GROUP NAME SESSION_MS
+//	saramacompat BOOTSTRAP group-admin TOPIC GROUP STEPS
+//	                                        consumer groups: see group.go
 //
 // It prints one JSON object on stdout; each step records what the client saw, or
 // {"error": ...}. The Python test does the asserting. Build in GOPATH mode:
@@ -559,8 +562,9 @@ func adminV0(bootstrap, topic string) obj {
 }
 
 func main() {
-	if len(os.Args) != 4 {
+	if len(os.Args) < 4 || (len(os.Args) != 4 && !strings.HasPrefix(os.Args[2], "group-")) {
 		fmt.Fprintln(os.Stderr, "usage: saramacompat BOOTSTRAP scenario|create|produce|consume|admin-v0 TOPIC")
+		fmt.Fprintln(os.Stderr, "       saramacompat BOOTSTRAP group-member|group-admin TOPIC GROUP ...")
 		os.Exit(2)
 	}
 	bootstrap, mode, topic := os.Args[1], os.Args[2], os.Args[3]
@@ -569,14 +573,22 @@ func main() {
 	} else {
 		sarama.Logger = log.New(ioutil.Discard, "", 0)
 	}
-	// Bounded in time whatever happens.
-	time.AfterFunc(55*time.Second, func() {
-		fmt.Fprintln(os.Stderr, "saramacompat: timed out after 55s")
+	// Bounded in time whatever happens (a group member runs until told to stop).
+	limit := 55 * time.Second
+	if mode == "group-member" {
+		limit = 170 * time.Second
+	}
+	time.AfterFunc(limit, func() {
+		fmt.Fprintf(os.Stderr, "saramacompat: timed out after %v\n", limit)
 		os.Exit(3)
 	})
 
 	var out obj
 	switch mode {
+	case "group-member":
+		os.Exit(groupMember(bootstrap, topic, os.Args[4:]))
+	case "group-admin":
+		out = groupAdmin(bootstrap, topic, os.Args[4:])
 	case "scenario":
 		out = scenario(bootstrap, topic)
 	case "produce":
