@@ -191,3 +191,23 @@ fn a_thousand_members_joining_at_once_finish_in_one_bounded_rebalance() {
     let grown = rss_kib(pid).saturating_sub(before);
     assert!(grown < 100 * 1024, "RSS grew by {grown} KiB");
 }
+
+#[test]
+fn joins_beyond_group_max_size_are_refused() {
+    let b = Broker::start(&["--group-initial-rebalance-delay-ms", "200", "--group-max-size", "2"]);
+    let mut c = b.client();
+    // Three JoinGroup v3 (members are added without MEMBER_ID_REQUIRED), pipelined: the
+    // third is refused at once, the first two complete one rebalance together.
+    for _ in 0..3 {
+        let frame = c.encode_request(ApiKey::JoinGroup, 3, &join("small", "", "consumer", 10_000));
+        c.send_raw(&frame);
+    }
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let mut frame = c.read_frame().expect("join response");
+        let _ = ResponseHeader::decode(&mut frame, ApiKey::JoinGroup.response_header_version(3)).expect("header");
+        codes.push(JoinGroupResponse::decode(&mut frame, 3).expect("decode").error_code);
+    }
+    // Responses come back in request order; the refusal was decided before the others.
+    assert_eq!(codes, vec![0, 0, 81], "GROUP_MAX_SIZE_REACHED for the third member");
+}
