@@ -211,3 +211,36 @@ fn joins_beyond_group_max_size_are_refused() {
     // Responses come back in request order; the refusal was decided before the others.
     assert_eq!(codes, vec![0, 0, 81], "GROUP_MAX_SIZE_REACHED for the third member");
 }
+
+fn fetch_committed(c: &mut Client, group: &str) -> i64 {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let req = kafka_protocol::messages::OffsetFetchRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default().with_name(TopicName(s("t"))).with_partition_indexes(vec![0])]));
+    match c.request(ApiKey::OffsetFetch, 7, RequestKind::OffsetFetch(req)) {
+        ResponseKind::OffsetFetch(r) => r.topics[0].partitions[0].committed_offset,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn committed_offsets_of_a_group_without_members_expire_after_the_retention() {
+    // One minute is the smallest retention; the broker checks every half retention.
+    let b = Broker::start(&["--offsets-retention-minutes", "1"]);
+    let mut c = b.client();
+    let topic = CreatableTopic::default().with_name(TopicName(s("t"))).with_num_partitions(1).with_replication_factor(1);
+    c.request(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000)));
+    let committed_at = Instant::now();
+    assert_eq!(commit(&mut c, "lonely", "", -1), 0);
+    assert_eq!(fetch_committed(&mut c, "lonely"), 1);
+    let deadline = committed_at + Duration::from_secs(150);
+    loop {
+        let offset = fetch_committed(&mut c, "lonely");
+        if offset == -1 {
+            assert!(committed_at.elapsed() >= Duration::from_secs(60), "expired early, after {:?}", committed_at.elapsed());
+            break;
+        }
+        assert!(Instant::now() < deadline, "offset still there after {:?}", committed_at.elapsed());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
