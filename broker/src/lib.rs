@@ -4,6 +4,7 @@
 //! The path of a request: `server` (sockets, framing) -> `protocol` (decode) ->
 //! `handlers` (one module per API family) -> `replication` / `log` / `cluster` -> `store`.
 
+pub mod alloc;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

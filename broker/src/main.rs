@@ -11,6 +11,11 @@ use runnel::node::Node;
 use runnel::server::{serve, ListenerLimits};
 use tracing::{error, info};
 
+/// Huge allocations are mapped lazily so a hostile array count cannot abort the process
+/// (see `runnel::alloc`).
+#[global_allocator]
+static ALLOCATOR: runnel::alloc::BrokerAllocator = runnel::alloc::BrokerAllocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut config = match NodeConfig::from_args(cli.into_serve_args()) {

@@ -313,3 +313,34 @@ fn delete_topics_by_name_removes_it() {
     }
     assert!(!b.data_dir().join("partitions/doomed-0").exists());
 }
+
+#[test]
+fn an_array_count_far_beyond_the_frame_closes_the_connection_not_the_broker() {
+    let b = Broker::start(&[]);
+    // Metadata v1 whose topics array claims 2^31-1 entries, and CreateTopics v7 (compact
+    // arrays) claiming 2^31 topics: each is a few bytes long.
+    let mut metadata = Vec::new();
+    metadata.extend_from_slice(&3i16.to_be_bytes());
+    metadata.extend_from_slice(&1i16.to_be_bytes());
+    metadata.extend_from_slice(&1i32.to_be_bytes());
+    metadata.extend_from_slice(&1i16.to_be_bytes());
+    metadata.push(b'x');
+    metadata.extend_from_slice(&i32::MAX.to_be_bytes());
+    let mut create = Vec::new();
+    create.extend_from_slice(&19i16.to_be_bytes());
+    create.extend_from_slice(&7i16.to_be_bytes());
+    create.extend_from_slice(&2i32.to_be_bytes());
+    create.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    create.push(0); // header tagged fields
+    create.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x07]); // unsigned varint 2^31 - 1
+    for frame in [metadata, create] {
+        let mut bad = b.client();
+        bad.send_raw(&frame);
+        assert!(bad.read_frame().is_none(), "the malformed request closes its connection");
+    }
+    let mut good = b.client();
+    match good.request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(None))) {
+        ResponseKind::Metadata(m) => assert_eq!(m.brokers.len(), 1, "the broker still serves"),
+        other => panic!("{other:?}"),
+    }
+}
