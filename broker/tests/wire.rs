@@ -41,7 +41,10 @@ fn produce(c: &mut Client, version: i16, topic: &str, partition: i32, records: B
     }
 }
 
-fn fetch_all(c: &mut Client, topic: &str, partition: i32, offset: i64) -> (i16, i64, Vec<(i64, Option<Bytes>, Option<Bytes>, i64)>) {
+/// A fetched record: offset, key, value, timestamp.
+type Fetched = (i64, Option<Bytes>, Option<Bytes>, i64);
+
+fn fetch_all(c: &mut Client, topic: &str, partition: i32, offset: i64) -> (i16, i64, Vec<Fetched>) {
     let req = FetchRequest::default()
         .with_max_wait_ms(100)
         .with_min_bytes(1)

@@ -2,6 +2,9 @@
 //! changed only by `CoordinatorCommand`s applied through the coordinator raft group and
 //! kept in RocksDB (`offsets` and `groups` column families). Keys and values live here;
 //! the group membership protocol lives in `group`, the async facade in `mod.rs`.
+// openraft's StorageError is large, and it is what its storage traits return; the helpers
+// here return it unchanged rather than boxing it only to unbox it again.
+#![allow(clippy::result_large_err)]
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use openraft::{BasicNode, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, S
 use serde::{Deserialize, Serialize};
 
 use crate::replication::types::storage_err;
-use crate::store::{cf, from_json, prefix_end, to_json, MetadataStore, StoreError, StoreOp};
+use crate::store::{cf, from_json, prefix_end, to_json, MetadataStore, Row, StoreError, StoreOp};
 
 /// One committed offset, as OffsetCommit stores it and OffsetFetch returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,8 +152,8 @@ struct AppliedPosition {
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotBody {
     position: AppliedPosition,
-    offsets: Vec<(Vec<u8>, Vec<u8>)>,
-    groups: Vec<(Vec<u8>, Vec<u8>)>,
+    offsets: Vec<Row>,
+    groups: Vec<Row>,
 }
 
 enum OwnedOp {

@@ -38,6 +38,9 @@ pub struct Request {
 
 /// What the connection should do with a frame.
 #[derive(Debug)]
+// A request is the common case and lives only until it is dispatched; boxing it would cost
+// an allocation per request to shrink the rare fallback.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     /// A supported request.
     Request(Request),

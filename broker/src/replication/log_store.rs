@@ -304,7 +304,7 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
             let mut recent = self.shared.recent();
             for e in entries {
                 append_entry(&mut log, &e, now).map_err(|err| {
-                    storage_err(ErrorSubject::Log(e.get_log_id().clone()), ErrorVerb::Write, err)
+                    storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, err)
                 })?;
                 recent.push(e);
             }

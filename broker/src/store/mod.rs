@@ -40,6 +40,9 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
+/// One stored key and its value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// The node's RocksDB database.
 pub struct MetadataStore {
     db: DB,
@@ -93,7 +96,7 @@ impl MetadataStore {
     }
 
     /// Key-value pairs of `cf` with keys in `[from, to)`, in key order, at most `limit`.
-    pub fn range(&self, cf: &'static str, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn range(&self, cf: &'static str, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Row>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.handle(cf)?, IteratorMode::From(from, Direction::Forward)) {
             let (k, v) = item?;
@@ -106,7 +109,7 @@ impl MetadataStore {
     }
 
     /// The last key-value pair of `cf` with a key in `[from, to)`, if any.
-    pub fn last_in(&self, cf: &'static str, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn last_in(&self, cf: &'static str, from: &[u8], to: &[u8]) -> Result<Option<Row>, StoreError> {
         for item in self.db.iterator_cf(self.handle(cf)?, IteratorMode::From(to, Direction::Reverse)) {
             let (k, v) = item?;
             if &*k >= to {
