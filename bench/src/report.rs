@@ -3,7 +3,7 @@
 //! it (machine, method, caveats) is written by `bench/run-matrix.sh`.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -196,6 +196,12 @@ fn render(runs: &[RunRecord]) -> String {
     }
 
     out.push_str(&targets(&produce, &latency));
+    // Profile findings are written by hand; the generated page carries them along.
+    let notes = Path::new(env!("CARGO_MANIFEST_DIR")).join("profile-notes.md");
+    if let Ok(text) = std::fs::read_to_string(&notes) {
+        out.push_str(&text);
+        out.push('\n');
+    }
 
     out.push_str("## Exact command lines\n\n```sh\n");
     for r in runs {
