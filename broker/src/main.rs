@@ -25,8 +25,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(&config.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -42,6 +45,18 @@ fn main() -> ExitCode {
             eprintln!("runnel: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The tracing filter for `log_level`: openraft logs every group's start and stop at info,
+/// thousands of lines with many partitions, so it is held to warnings unless the filter
+/// names it.
+fn log_filter(level: &str) -> String {
+    let quiet = matches!(level.trim(), "error" | "off");
+    if level.contains("openraft") || quiet {
+        level.to_string()
+    } else {
+        format!("{level},openraft=warn")
     }
 }
 
