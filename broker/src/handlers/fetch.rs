@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
     OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::records::RecordBatchDecoder;
+use crate::protocol::records::{decode_batch_bounded, MAX_DECOMPRESSED_BYTES};
 use uuid::Uuid;
 
 use super::metadata::str;
@@ -190,8 +190,7 @@ fn read_all(topics: &[(String, Uuid, Vec<FetchTarget>)], max_bytes: usize, read_
 fn refine_in_batch(replica: &PartitionReplica, batch_offset: i64, pick: impl Fn(i64) -> bool) -> Option<(i64, i64, i32)> {
     let data = replica.read(batch_offset, 1).ok()?.read_bytes().ok()?;
     let epoch = if data.len() >= 16 { i32::from_be_bytes([data[12], data[13], data[14], data[15]]) } else { -1 };
-    let mut buf = data;
-    let set = RecordBatchDecoder::decode(&mut buf).ok()?;
+    let set = decode_batch_bounded(&data, MAX_DECOMPRESSED_BYTES).ok()?;
     set.records.iter().find(|r| r.offset >= batch_offset && pick(r.timestamp)).map(|r| (r.offset, r.timestamp, epoch))
 }
 

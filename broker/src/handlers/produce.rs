@@ -13,10 +13,10 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use uuid::Uuid;
 
 use super::metadata::str;
-use kafka_protocol::records::RecordBatchDecoder;
 use crate::log::{validate_produce_records, with_log_append_time, with_max_timestamp, TimestampType, ValidatedBatch};
 use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
+use crate::protocol::records::{decode_batch_bounded, MAX_DECOMPRESSED_BYTES};
 use crate::replication::{PartitionReplica, ProposeHandle};
 
 /// What became of one partition's part of the request by the time it was submitted.
@@ -97,8 +97,7 @@ fn repair_max_timestamp(batch: ValidatedBatch) -> Result<ValidatedBatch, String>
     if h.timestamp_type() != TimestampType::CreateTime || h.max_timestamp >= h.base_timestamp {
         return Ok(batch);
     }
-    let mut buf = batch.bytes.clone();
-    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| format!("records do not decode: {e}"))?;
+    let set = decode_batch_bounded(&batch.bytes, MAX_DECOMPRESSED_BYTES).map_err(|e| format!("records do not decode: {e:#}"))?;
     let max = set.records.iter().map(|r| r.timestamp).max().unwrap_or(h.base_timestamp);
     let bytes = with_max_timestamp(&batch.bytes, max).map_err(|e| e.to_string())?;
     Ok(ValidatedBatch { header: crate::log::parse_header(&bytes).map_err(|e| e.to_string())?, bytes: Bytes::from(bytes) })

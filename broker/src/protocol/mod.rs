@@ -5,4 +5,5 @@
 pub mod codec;
 pub mod errors;
 pub mod legacy;
+pub mod records;
 pub mod versions;
