@@ -12,6 +12,8 @@ topic that a producer keeps writing to.
   rides over a kill -9 of the broker in the same generation.
 - KafkaAdminClient: list_groups, describe_groups (members, client ids, assignments),
   list_group_offsets, delete_groups (refused while the group has members).
+- A member process killed with SIGKILL: after its session timeout the others take its
+  partitions from its last commit; only what it consumed after that commit is read twice.
 - Static members (group_instance_id) restart without a rebalance and resume from their
   commits; a session timeout below the broker's minimum (6 s) is refused.
 
@@ -19,15 +21,17 @@ kafka-python 3.0 negotiates the newest versions both sides know (seen on the wir
 FindCoordinator v6, JoinGroup v7, SyncGroup v5, Heartbeat v4, LeaveGroup v5, OffsetCommit
 v8, OffsetFetch v8, ListGroups v5, DescribeGroups v5, DeleteGroups v2."""
 
+import sys
 import threading
 import time
+from pathlib import Path
 
 import kafka.errors as Errors
 import pytest
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer
 
 from conftest import wait_until
-from group_support import (PARTITIONS, SteadyProducer, Written, admin_client, check_exactly_once,
+from group_support import (PARTITIONS, MemberProcess, SteadyProducer, Written, admin_client, check_exactly_once,
                            committed_offsets, create_topic, produce, wait_assignment, wait_consumed,
                            wait_progress)
 from stock_clients import broker_log
@@ -468,3 +472,55 @@ def test_session_timeout_below_the_broker_minimum_is_refused(broker):
                 c.poll(timeout_ms=500)
     finally:
         c.close()
+
+
+def test_killed_member_partitions_move_after_its_session_timeout(broker_factory, tmp_path):
+    broker = broker_factory(*REBALANCE_DELAY)
+    bs, topic, group = broker.bootstrap, "kp-crash", "kp-crash"
+    create_topic(bs, topic)
+    written = Written()
+    produce(bs, topic, written, "pre", 10)
+    script = Path(__file__).with_name("kp_member.py")
+    started = []
+
+    def member(name):
+        m = MemberProcess(name, [sys.executable, str(script), bs, topic, group, name, str(SESSION_MS)],
+                          cwd=script.parent, log_dir=tmp_path)
+        started.append(m)
+        return m
+
+    producer = SteadyProducer(bs, topic, written, "live", interval=0.05).start()
+    try:
+        victim, a, b = member("victim"), member("a"), member("b")
+        wait_assignment([victim, a, b], [2, 2, 2], broker=broker)
+        wait_progress([victim, a, b], written, broker=broker)
+        lost = victim.assignment()
+        victim.kill9()
+        killed_at = time.monotonic()
+        time.sleep(0.5)  # anything the victim had sent is handled by now
+        committed_at_kill = committed_offsets(bs, group, topic)
+        consumed_by_victim = {p: 1 + max(o for _, q, o, _ in victim.records() if q == p) for p in lost}
+        survivors = [a, b]
+        wait_assignment(survivors, [3, 3], timeout=30, broker=broker)
+        settled_at = max(t for m in survivors for t, _ in m.of("assigned")[-1:])
+        waited = settled_at - killed_at
+        assert SESSION_MS / 1000 - 1.5 <= waited <= SESSION_MS / 1000 + 10, \
+            f"partitions moved {waited:.2f}s after the kill (session timeout {SESSION_MS} ms)"
+        wait_progress(survivors, written, broker=broker)
+        assert producer.stop() > 20
+        wait_consumed([victim] + survivors, written, broker=broker)
+        time.sleep(0.5)
+    finally:
+        producer.stopping.set()
+        for m in started:
+            if m.alive() and m is not started[0]:
+                m.stop()
+            elif m.alive():
+                m.kill9()
+    for p in lost:
+        later = [e["o"] for m in survivors for t, e in m.of("record") if t > killed_at and e["p"] == p]
+        assert later and min(later) == committed_at_kill[p], \
+            f"partition {p}: taken over at offset {min(later) if later else None}, committed {committed_at_kill[p]}"
+    redelivered = [(p, o) for p in lost for o in range(committed_at_kill[p], consumed_by_victim[p])]
+    check_exactly_once(written, [r for m in [victim] + survivors for r in m.records()], allowed_duplicates=redelivered)
+    assert committed_offsets(bs, group, topic) == written.end_offsets()
