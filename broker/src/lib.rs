@@ -5,6 +5,7 @@
 //! `handlers` (one module per API family) -> `replication` / `log` / `cluster` -> `store`.
 
 pub mod alloc;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

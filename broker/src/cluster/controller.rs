@@ -19,7 +19,7 @@ use tracing::info;
 
 use super::{Applied, BrokerMeta, ClusterError, ClusterState, ControllerCommand};
 use crate::replication::types::storage_err;
-use crate::replication::{bootstrap_single_voter, NoPeers, RocksLogStore};
+use crate::replication::{bootstrap_single_voter, command_group_config, NoPeers, RocksLogStore};
 use crate::store::{cf, from_json, to_json, MetadataStore, StoreOp};
 
 /// The reply to a proposer: what the command changed, or why it was refused.
@@ -168,19 +168,6 @@ pub struct Controller {
     store: Arc<MetadataStore>,
 }
 
-fn raft_config() -> Result<Arc<openraft::Config>, ClusterError> {
-    let config = openraft::Config {
-        cluster_name: "runnel-controller".to_string(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
-        max_in_snapshot_log_to_keep: 100,
-        ..Default::default()
-    };
-    config.validate().map(Arc::new).map_err(|e| ClusterError::Unavailable(e.to_string()))
-}
-
 fn unavailable(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
@@ -193,7 +180,8 @@ impl Controller {
         let (publish, state) = watch::channel(Arc::new(applied.state.clone()));
         let sm = ControllerStateMachine { store: store.clone(), applied, publish };
         let log = RocksLogStore::<ControllerRaft>::new(store.clone(), RAFT_PREFIX);
-        let raft = Raft::new(node_id, raft_config()?, NoPeers, log, sm).await.map_err(unavailable)?;
+        let config = command_group_config("runnel-controller", 1_000, 100).map_err(unavailable)?;
+        let raft = Raft::new(node_id, config, NoPeers, log, sm).await.map_err(unavailable)?;
         info!(node_id, "starting the controller group");
         bootstrap_single_voter(&raft, node_id, LEADER_WAIT).await.map_err(ClusterError::Unavailable)?;
         let controller = Controller { raft, state, store };

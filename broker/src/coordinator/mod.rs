@@ -26,7 +26,8 @@ use openraft::Raft;
 pub use state::{CommittedOffset, CoordinatorCommand};
 use state::{CoordinatorRaft, CoordinatorStateMachine};
 
-use crate::replication::{bootstrap_single_voter, NoPeers, RocksLogStore};
+use crate::clock::now_ms;
+use crate::replication::{bootstrap_single_voter, command_group_config, NoPeers, RocksLogStore};
 use crate::store::{MetadataStore, StoreError};
 
 /// Key prefix of the coordinator group's raft log and raft state.
@@ -95,10 +96,6 @@ pub struct GroupCoordinator {
     stopping: AtomicBool,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 fn member_id_suffixes() -> group::MemberIdSource {
     Box::new(|| uuid::Uuid::new_v4().to_string())
 }
@@ -125,26 +122,14 @@ pub fn expired_offsets(
         .collect()
 }
 
-fn raft_config() -> Result<Arc<openraft::Config>, CoordinatorError> {
-    let config = openraft::Config {
-        cluster_name: "runnel-coordinator".to_string(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
-        // The state is in RocksDB already; a snapshot lets raft drop applied log entries.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
-        max_in_snapshot_log_to_keep: 1_000,
-        ..Default::default()
-    };
-    config.validate().map(Arc::new).map_err(|e| CoordinatorError::Unavailable(e.to_string()))
-}
-
 impl GroupCoordinator {
     /// Starts the coordinator group (one voter in single-node mode) and waits for a leader.
     pub async fn start(node_id: u64, store: Arc<MetadataStore>, config: CoordinatorConfig) -> Result<Arc<GroupCoordinator>, CoordinatorError> {
         let sm = CoordinatorStateMachine::open(store.clone())?;
         let log = RocksLogStore::<CoordinatorRaft>::new(store.clone(), RAFT_PREFIX);
-        let raft = Raft::new(node_id, raft_config()?, NoPeers, log, sm)
+        // The state is in RocksDB already; snapshots only let raft drop applied entries.
+        let raft_config = command_group_config("runnel-coordinator", 20_000, 1_000).map_err(CoordinatorError::Unavailable)?;
+        let raft = Raft::new(node_id, raft_config, NoPeers, log, sm)
             .await
             .map_err(|e| CoordinatorError::Unavailable(e.to_string()))?;
         bootstrap_single_voter(&raft, node_id, LEADER_WAIT).await.map_err(CoordinatorError::Unavailable)?;

@@ -29,14 +29,11 @@ use kafka_protocol::protocol::StrBytes;
 use super::metadata::str;
 use crate::coordinator::group::{self, JoinRequest, Reply, SyncRequest};
 use crate::coordinator::{CommittedOffset, CoordinatorCommand, CoordinatorError};
+use crate::clock::now_ms;
 use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
 
 const KEY_TYPE_GROUP: i8 = 0;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 fn code_of(e: CoordinatorError) -> i16 {
     kafka_error(&BrokerError::from(e)).code()

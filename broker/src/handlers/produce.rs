@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::metadata::str;
 use crate::log::{validate_produce_records, with_log_append_time, with_max_timestamp, TimestampType, ValidatedBatch};
+use crate::clock::now_ms;
 use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
 use crate::protocol::records::{decode_batch_bounded, MAX_DECOMPRESSED_BYTES};
@@ -23,10 +24,6 @@ use crate::replication::{PartitionReplica, ProposeHandle};
 enum Submitted {
     Failed(ResponseError, String),
     Proposed { replica: Arc<PartitionReplica>, handles: Vec<ProposeHandle>, log_append_time: Option<i64> },
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 async fn submit_partition(node: &Node, topic_id: Option<Uuid>, partition: i32, records: Option<Bytes>) -> Submitted {

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::raft_state::{DurableRaftState, RaftStateFiles};
 use super::types::{log_id, storage_err, Entry, LogId, PartitionCommand, PartitionRaft, StorageError};
+use crate::clock::now_ms;
 use crate::config::FsyncPolicy;
 use crate::log::{EntryPayload as LogPayload, LogError, PartitionLog, StoredPayload};
 
@@ -166,12 +167,6 @@ fn append_entry(log: &mut PartitionLog, e: &Entry, now_ms: i64) -> Result<(), Lo
     Ok(())
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// The raft log storage of one partition.
 pub(crate) struct PartitionLogStore {

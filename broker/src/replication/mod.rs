@@ -14,7 +14,7 @@ mod state_machine;
 pub mod types;
 
 pub(crate) use network::NoPeers;
-pub(crate) use rocks_log::{bootstrap_single_voter, RocksLogStore};
+pub(crate) use rocks_log::{bootstrap_single_voter, command_group_config, RocksLogStore};
 pub use partition::{PartitionReplica, ProposeHandle, ReplicaConfig};
 
 use crate::log::LogError;

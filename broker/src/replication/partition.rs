@@ -94,7 +94,7 @@ impl PartitionReplica {
         let dir_owned = dir.to_path_buf();
         let log_config = config.log;
         let (log, files) = tokio::task::spawn_blocking(move || -> Result<_, ReplicationError> {
-            let log = PartitionLog::open(&dir_owned, log_config, super::log_store::now_ms())?;
+            let log = PartitionLog::open(&dir_owned, log_config, crate::clock::now_ms())?;
             let files = RaftStateFiles::open(&dir_owned)?;
             Ok((log, files))
         })

@@ -184,6 +184,26 @@ where
     }
 }
 
+/// openraft settings of a command group (controller, coordinator): the same timing as the
+/// partition groups, and a snapshot every `snapshot_every` entries so applied entries can
+/// be dropped, keeping `keep_after_snapshot` for lagging followers.
+pub(crate) fn command_group_config(
+    cluster_name: &str,
+    snapshot_every: u64,
+    keep_after_snapshot: u64,
+) -> Result<Arc<openraft::Config>, String> {
+    let config = openraft::Config {
+        cluster_name: cluster_name.to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: keep_after_snapshot,
+        ..Default::default()
+    };
+    config.validate().map(Arc::new).map_err(|e| e.to_string())
+}
+
 /// Brings a command group up on this node: initialises a group that never ran with this
 /// node as its one voter, or asks a restarted lone voter to elect itself at once, then
 /// waits up to `wait` for a leader. Errors are described for the operator.

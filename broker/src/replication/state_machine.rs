@@ -171,7 +171,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         {
             self.shared.recent().clear();
             let mut log = self.shared.log();
-            log.reset_to(next_index, body.next_offset, super::log_store::now_ms())
+            log.reset_to(next_index, body.next_offset, crate::clock::now_ms())
                 .map_err(|e| storage_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
         }
         self.last_applied = meta.last_log_id;
