@@ -364,7 +364,7 @@ impl GroupCoordinator {
     /// DeleteGroups for one group: only a group without members can be deleted.
     pub async fn delete_group(&self, group_id: &str) -> Result<(), i16> {
         let slot = self.slot(group_id);
-        let has_offsets = !self.fetch_offsets(group_id, None).map_err(|e| code_of(&e))?.is_empty();
+        let has_offsets = !self.fetch_offsets(group_id, None).map_err(crate::protocol::errors::code)?.is_empty();
         match &slot {
             None if !has_offsets => return Err(ResponseError::GroupIdNotFound.code()),
             Some(s) => {
@@ -379,7 +379,7 @@ impl GroupCoordinator {
             None => {}
         }
         self.groups.lock().unwrap_or_else(|p| p.into_inner()).remove(group_id);
-        self.propose(CoordinatorCommand::DeleteGroup { group: group_id.to_string() }).await.map_err(|e| code_of(&e))
+        self.propose(CoordinatorCommand::DeleteGroup { group: group_id.to_string() }).await.map_err(crate::protocol::errors::code)
     }
 
     /// Unloads every group as the node stops, as Kafka's coordinator does when it resigns:
@@ -476,13 +476,6 @@ impl GroupSlot {
 /// The answer to any membership request once the coordinator is stopping.
 fn stopping_reply() -> Reply {
     group::join_error("", group::GroupError::CoordinatorNotAvailable)
-}
-
-fn code_of(e: &CoordinatorError) -> i16 {
-    match e {
-        CoordinatorError::NotCoordinator { .. } => ResponseError::NotCoordinator.code(),
-        CoordinatorError::Unavailable(_) | CoordinatorError::Store(_) => ResponseError::CoordinatorNotAvailable.code(),
-    }
 }
 
 /// Topics named in a consumer protocol subscription (empty when it does not decode).
