@@ -347,3 +347,43 @@ fn an_array_count_far_beyond_the_frame_closes_the_connection_not_the_broker() {
         other => panic!("{other:?}"),
     }
 }
+
+fn offset_for_epoch(c: &mut Client, topic: &str, epoch: i32, current: i32) -> (i16, i32, i64) {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let req = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![OffsetForLeaderTopic::default()
+        .with_topic(TopicName(s(topic)))
+        .with_partitions(vec![OffsetForLeaderPartition::default().with_partition(0).with_leader_epoch(epoch).with_current_leader_epoch(current)])]);
+    match c.request(ApiKey::OffsetForLeaderEpoch, 4, RequestKind::OffsetForLeaderEpoch(req)) {
+        ResponseKind::OffsetForLeaderEpoch(r) => {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.leader_epoch, p.end_offset)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn offset_for_leader_epoch_answers_the_end_of_the_current_epoch_and_checks_the_callers_epoch() {
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    assert_eq!(create_topic(&mut c, "epochs", 1, &[]).topics[0].error_code, 0);
+    for i in 0..3 {
+        let r = produce(&mut c, 9, "epochs", 0, batch(&[(None, "v", i)], Compression::None), -1).expect("response");
+        assert_eq!(r.error_code, 0);
+    }
+    let epoch = match c.request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(None))) {
+        ResponseKind::Metadata(m) => m.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "epochs")).expect("topic").partitions[0].leader_epoch,
+        other => panic!("{other:?}"),
+    };
+    assert!(epoch >= 0);
+    // The current epoch ends at the log end: every record was written in it.
+    assert_eq!(offset_for_epoch(&mut c, "epochs", epoch, -1), (0, epoch, 3));
+    assert_eq!(offset_for_epoch(&mut c, "epochs", epoch, epoch), (0, epoch, 3));
+    // A caller that knows a newer epoch than the broker gets UNKNOWN_LEADER_EPOCH (75), an
+    // older one FENCED_LEADER_EPOCH (74); an unknown topic UNKNOWN_TOPIC_OR_PARTITION.
+    assert_eq!(offset_for_epoch(&mut c, "epochs", epoch, epoch + 1).0, 75);
+    if epoch > 0 {
+        assert_eq!(offset_for_epoch(&mut c, "epochs", epoch, epoch - 1).0, 74);
+    }
+    assert_eq!(offset_for_epoch(&mut c, "nope", epoch, -1).0, 3);
+}
