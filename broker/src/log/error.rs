@@ -75,6 +75,23 @@ pub enum LogError {
     /// no longer match the disk. Drop the log and open it again (recovery repairs it).
     #[error("log at {path:?} must be reopened after an earlier failed operation")]
     NeedsReopen { path: PathBuf },
+
+    /// A producer batch's epoch is older than the partition has seen for its producer id.
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
+
+    /// A producer batch does not follow the producer's last sequence number.
+    #[error("out of order sequence from producer {producer_id}: {reason}")]
+    OutOfOrderSequence { producer_id: i64, reason: String },
+
+    /// A producer batch breaks the rules of idempotent batches (a producer id without a
+    /// sequence, a control batch from a client).
+    #[error("invalid producer batch: {reason}")]
+    InvalidProducerBatch { reason: String },
+
+    /// A producer batch does not fit the producer's transaction state on the partition.
+    #[error("invalid transaction state: {reason}")]
+    InvalidTxnState { reason: String },
 }
 
 impl LogError {

@@ -6,9 +6,11 @@
 
 mod batch;
 mod codec;
+mod control;
 mod entry_index;
 mod error;
 mod partition_log;
+mod producer_state;
 mod segment;
 #[cfg(test)]
 mod test_batches;
@@ -19,6 +21,8 @@ pub use batch::{
     TimestampType, ValidatedBatch, BATCH_HEADER_SIZE, CURRENT_MAGIC, LOG_OVERHEAD,
     MIN_BATCH_LENGTH,
 };
+pub use control::{marker_batch, read_marker, ControlType};
+pub use producer_state::{last_sequence, AbortedTxn, Admission, BatchSequence, ProducerEntry, ProducerStateTable};
 pub use entry_index::{EntryKind, EntryMeta, ENTRY_RECORD_SIZE, NO_TIMESTAMP, SEGMENT_HEADER_SIZE};
 pub use error::LogError;
 pub use partition_log::{
