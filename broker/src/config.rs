@@ -117,6 +117,18 @@ pub struct ServeArgs {
     /// Committed offsets of a group without members are deleted this long after the group emptied or the last commit (offsets.retention.minutes) [default: 10080]
     #[arg(long, env = "RUNNEL_OFFSETS_RETENTION_MINUTES", value_name = "MINUTES")]
     pub offsets_retention_minutes: Option<String>,
+    /// Idle producer ids are forgotten by a partition after this long (producer.id.expiration.ms) [default: 86400000]
+    #[arg(long, env = "RUNNEL_PRODUCER_ID_EXPIRATION_MS", value_name = "MS")]
+    pub producer_id_expiration_ms: Option<String>,
+    /// A transactional id without a transaction is forgotten after this long (transactional.id.expiration.ms) [default: 604800000]
+    #[arg(long, env = "RUNNEL_TRANSACTIONAL_ID_EXPIRATION_MS", value_name = "MS")]
+    pub transactional_id_expiration_ms: Option<String>,
+    /// Largest transaction.timeout.ms a producer may ask for (transaction.max.timeout.ms) [default: 900000]
+    #[arg(long, env = "RUNNEL_TRANSACTION_MAX_TIMEOUT_MS", value_name = "MS")]
+    pub transaction_max_timeout_ms: Option<String>,
+    /// How often transactions past their timeout are looked for and aborted (transaction.abort.timed.out.transaction.cleanup.interval.ms) [default: 10000]
+    #[arg(long, env = "RUNNEL_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS", value_name = "MS")]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<String>,
 }
 
 /// The YAML file: the same keys as the flags, in snake_case.
@@ -142,6 +154,10 @@ struct FileSettings {
     group_max_session_timeout_ms: Option<serde_norway::Value>,
     group_max_size: Option<serde_norway::Value>,
     offsets_retention_minutes: Option<serde_norway::Value>,
+    producer_id_expiration_ms: Option<serde_norway::Value>,
+    transactional_id_expiration_ms: Option<serde_norway::Value>,
+    transaction_max_timeout_ms: Option<serde_norway::Value>,
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<serde_norway::Value>,
 }
 
 /// When the log is fsynced.
@@ -176,6 +192,10 @@ pub struct NodeConfig {
     pub group_max_session_timeout_ms: u64,
     pub group_max_size: usize,
     pub offsets_retention_minutes: u64,
+    pub producer_id_expiration_ms: u64,
+    pub transactional_id_expiration_ms: u64,
+    pub transaction_max_timeout_ms: u64,
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
 }
 
 /// Every setting with its default, as documented in `docs/configuration.md`.
@@ -200,6 +220,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("group_max_session_timeout_ms", "1800000"),
     ("group_max_size", "2147483647"),
     ("offsets_retention_minutes", "10080"),
+    ("producer_id_expiration_ms", "86400000"),
+    ("transactional_id_expiration_ms", "604800000"),
+    ("transaction_max_timeout_ms", "900000"),
+    ("transaction_abort_timed_out_transaction_cleanup_interval_ms", "10000"),
 ];
 
 impl Default for NodeConfig {
@@ -225,6 +249,10 @@ impl Default for NodeConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: i32::MAX as usize,
             offsets_retention_minutes: 10_080,
+            producer_id_expiration_ms: 86_400_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
         }
     }
 }
@@ -429,6 +457,10 @@ impl NodeConfig {
             u64::from(u32::MAX),
         )?;
 
+        let producer_id_expiration_ms = parse_num("producer_id_expiration_ms", pick(args.producer_id_expiration_ms, file.producer_id_expiration_ms), d.producer_id_expiration_ms, 1, i64::MAX as u64)?;
+        let transactional_id_expiration_ms = parse_num("transactional_id_expiration_ms", pick(args.transactional_id_expiration_ms, file.transactional_id_expiration_ms), d.transactional_id_expiration_ms, 1, i64::MAX as u64)?;
+        let transaction_max_timeout_ms = parse_num("transaction_max_timeout_ms", pick(args.transaction_max_timeout_ms, file.transaction_max_timeout_ms), d.transaction_max_timeout_ms, 1, i32::MAX as u64)?;
+        let transaction_abort_timed_out_transaction_cleanup_interval_ms = parse_num("transaction_abort_timed_out_transaction_cleanup_interval_ms", pick(args.transaction_abort_timed_out_transaction_cleanup_interval_ms, file.transaction_abort_timed_out_transaction_cleanup_interval_ms), d.transaction_abort_timed_out_transaction_cleanup_interval_ms, 1, 3_600_000)?;
         Ok(NodeConfig {
             data_dir,
             listen,
@@ -450,6 +482,10 @@ impl NodeConfig {
             group_max_session_timeout_ms,
             group_max_size,
             offsets_retention_minutes,
+            producer_id_expiration_ms,
+            transactional_id_expiration_ms,
+            transaction_max_timeout_ms,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms,
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::Mutex as AsyncMutex;
@@ -12,10 +12,12 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::cluster::topic_config::LogSettings;
-use crate::cluster::{ClusterState, Controller, TopicMeta};
+use crate::cluster::{ClusterState, Controller, ControllerCommand, TopicMeta};
 use crate::config::NodeConfig;
 use crate::coordinator::group::GroupConfig;
+use crate::coordinator::transactions::{TransactionCoordinator, TxnConfig, TxnHost};
 use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
+use crate::log::ControlType;
 use crate::log::LogConfig;
 use crate::replication::{PartitionReplica, ReplicaConfig};
 use crate::store::MetadataStore;
@@ -43,12 +45,58 @@ pub struct Node {
     pub cluster_id: String,
     pub controller: Controller,
     pub coordinator: Arc<GroupCoordinator>,
+    pub transactions: Arc<TransactionCoordinator>,
     replicas: RwLock<HashMap<PartitionKey, Arc<PartitionReplica>>>,
     /// Serialises reconciliation so two callers never open the same partition twice.
     reconcile_lock: AsyncMutex<()>,
     /// Broker-level settings that override Kafka's topic defaults (by Kafka's broker names).
     pub broker_overrides: BTreeMap<&'static str, String>,
+    /// The unused part of the producer id block this node holds: `[next, end)`.
+    producer_ids: AsyncMutex<(i64, i64)>,
 }
+
+/// The node as the transaction coordinator sees it: producer ids from the controller,
+/// markers appended to the partitions hosted here.
+struct NodeTxnHost(Weak<Node>);
+
+impl TxnHost for NodeTxnHost {
+    fn new_producer_id(&self) -> futures::future::BoxFuture<'_, Result<i64, String>> {
+        Box::pin(async move {
+            let node = self.0.upgrade().ok_or("the node is stopping")?;
+            node.new_producer_id().await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn write_markers(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        partitions: Vec<(String, i32)>,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let node = self.0.upgrade().ok_or("the node is stopping")?;
+            let kind = if commit { ControlType::Commit } else { ControlType::Abort };
+            let state = node.cluster();
+            let mut writes = Vec::with_capacity(partitions.len());
+            for (topic, partition) in partitions {
+                // A topic deleted during the transaction has nothing left to mark.
+                let Some(meta) = state.topics.get(&topic) else { continue };
+                let replica = node.replica(meta.id, partition).ok_or_else(|| format!("{topic}-{partition} is not hosted here"))?;
+                writes.push(async move {
+                    replica.write_marker(producer_id, epoch, kind, 0).await.map_err(|e| format!("{topic}-{partition}: {e}"))
+                });
+            }
+            for r in futures::future::join_all(writes).await {
+                r?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Producer ids a node takes from the controller at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join("partitions").join(format!("{topic}-{partition}"))
@@ -126,7 +174,20 @@ impl Node {
         if config.log_segment_bytes != defaults.log_segment_bytes {
             broker_overrides.insert("log.segment.bytes", config.log_segment_bytes.to_string());
         }
-        let node = Arc::new(Node {
+        let txn_config = TxnConfig {
+            max_timeout_ms: i32::try_from(config.transaction_max_timeout_ms).unwrap_or(i32::MAX),
+            id_expiration_ms: i64::try_from(config.transactional_id_expiration_ms).unwrap_or(i64::MAX),
+            cleanup_interval_ms: config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+        };
+        let stored_txns = crate::coordinator::state::read_transactions(&store)?;
+        let node = Arc::new_cyclic(|weak: &Weak<Node>| Node {
+            transactions: TransactionCoordinator::new(
+                coordinator.clone(),
+                store.clone(),
+                Arc::new(NodeTxnHost(weak.clone())),
+                txn_config,
+                stored_txns,
+            ),
             config,
             cluster_id,
             controller,
@@ -134,9 +195,11 @@ impl Node {
             replicas: RwLock::new(HashMap::new()),
             reconcile_lock: AsyncMutex::new(()),
             broker_overrides,
+            producer_ids: AsyncMutex::new((0, 0)),
         });
         node.reconcile().await?;
         remove_orphan_partition_dirs(&node.config.data_dir, &node.controller.state());
+        node.transactions.start_timer();
         // Keep replicas in step with metadata changes made by any node.
         let weak = Arc::downgrade(&node);
         let mut rx = node.controller.subscribe();
@@ -161,6 +224,22 @@ impl Node {
 
     pub fn replica(&self, topic_id: Uuid, partition: i32) -> Option<Arc<PartitionReplica>> {
         self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&(topic_id, partition)).cloned()
+    }
+
+    /// A producer id never handed out before, from this node's block (a new block is
+    /// allocated through the controller when it runs out).
+    pub async fn new_producer_id(&self) -> Result<i64, crate::cluster::ClusterError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            let applied = self.controller.propose(ControllerCommand::AllocateProducerIds { count: PRODUCER_ID_BLOCK }).await?;
+            let crate::cluster::Applied::ProducerIdsAllocated { first } = applied else {
+                return Err(crate::cluster::ClusterError::Unavailable(format!("unexpected controller answer {applied:?}")));
+            };
+            *ids = (first, first + PRODUCER_ID_BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
     }
 
     pub fn log_settings(&self, topic: &TopicMeta) -> LogSettings {
@@ -214,6 +293,7 @@ impl Node {
                     },
                     fsync: self.config.log_fsync,
                     initial_voters: voters,
+                    producer_expiration_ms: i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX),
                 };
                 let (topic_name, topic_id, index) = (topic.name.clone(), topic.id, p.index);
                 opening.spawn(async move {

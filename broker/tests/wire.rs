@@ -5,41 +5,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::{batch, s, Broker, Client};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use common::{batch, create_topic, produce, s, Broker, Client};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
-
-fn create_topic(c: &mut Client, name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopicsResponse {
-    let topic = CreatableTopic::default()
-        .with_name(TopicName(s(name)))
-        .with_num_partitions(partitions)
-        .with_replication_factor(1)
-        .with_configs(configs.iter().map(|(k, v)| CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v)))).collect());
-    match c.request(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000))) {
-        ResponseKind::CreateTopics(r) => r,
-        other => panic!("{other:?}"),
-    }
-}
-
-fn produce(c: &mut Client, version: i16, topic: &str, partition: i32, records: Bytes, acks: i16) -> Option<produce_response::PartitionProduceResponse> {
-    let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(TopicName(s(topic)))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records))])]);
-    if acks == 0 {
-        let frame = c.encode_request(ApiKey::Produce, version, &RequestKind::Produce(req));
-        c.send_raw(&frame);
-        return None;
-    }
-    match c.request(ApiKey::Produce, version, RequestKind::Produce(req)) {
-        ResponseKind::Produce(r) => Some(r.responses[0].partition_responses[0].clone()),
-        other => panic!("{other:?}"),
-    }
-}
 
 /// A fetched record: offset, key, value, timestamp.
 type Fetched = (i64, Option<Bytes>, Option<Bytes>, i64);

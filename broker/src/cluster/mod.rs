@@ -78,6 +78,9 @@ pub struct ClusterState {
     pub topics: BTreeMap<String, TopicMeta>,
     /// Topic id -> name, kept in step with `topics`.
     topic_names: HashMap<Uuid, String>,
+    /// The first producer id not yet handed to any node (KIP-730 style blocks).
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// A change to the cluster metadata, replicated through the controller log.
@@ -98,6 +101,8 @@ pub enum ControllerCommand {
     DeleteTopic { id: Uuid },
     /// Replaces a topic's config overrides.
     AlterTopicConfigs { name: String, configs: BTreeMap<String, String> },
+    /// Hands out the next `count` producer ids as one block, so every id is used once.
+    AllocateProducerIds { count: i64 },
 }
 
 /// What applying a command changed.
@@ -107,6 +112,8 @@ pub enum Applied {
     TopicCreated,
     TopicDeleted,
     ConfigsAltered,
+    /// A block of producer ids starting at `first`.
+    ProducerIdsAllocated { first: i64 },
 }
 
 /// Checks a topic name against Kafka's rules: 1-249 characters of `[a-zA-Z0-9._-]`, not
@@ -166,6 +173,12 @@ impl ClusterState {
                 let topic = self.topics.get_mut(&name).ok_or(ClusterError::UnknownTopic(name))?;
                 topic.configs = configs;
                 Ok(Applied::ConfigsAltered)
+            }
+            ControllerCommand::AllocateProducerIds { count } => {
+                let first = self.next_producer_id;
+                let next = first.checked_add(count.max(1)).ok_or_else(|| ClusterError::Unavailable("producer ids exhausted".into()))?;
+                self.next_producer_id = next;
+                Ok(Applied::ProducerIdsAllocated { first })
             }
         }
     }

@@ -5,6 +5,8 @@
 
 pub mod group;
 pub mod state;
+pub mod transactions;
+pub mod txn;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -45,6 +47,9 @@ pub enum CoordinatorError {
     Unavailable(String),
     #[error("offset store: {0}")]
     Store(#[from] StoreError),
+    /// A transactional request refused by the transaction state machine.
+    #[error(transparent)]
+    Txn(#[from] txn::TxnError),
 }
 
 /// Settings of the coordinator, from the node config.
@@ -175,6 +180,21 @@ impl GroupCoordinator {
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(CoordinatorError::Unavailable(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(CoordinatorError::Unavailable(f.to_string())),
+        }
+    }
+
+    /// Whether the node is stopping (nothing more is written).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Kafka's checks of a TxnOffsetCommit's member and generation (KIP-447): like
+    /// OffsetCommit's, but allowed while the group rebalances.
+    pub async fn validate_txn_commit(&self, group: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), i16> {
+        match self.slot(group) {
+            Some(slot) => slot.group.lock().await.validate_txn_offset_commit(member_id, instance_id, generation).map_err(|e| e.code()),
+            None if generation < 0 => Ok(()),
+            None => Err(ResponseError::IllegalGeneration.code()),
         }
     }
 

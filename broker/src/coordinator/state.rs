@@ -1,6 +1,7 @@
-//! The group coordinator's replicated state: committed offsets and group metadata,
-//! changed only by `CoordinatorCommand`s applied through the coordinator raft group and
-//! kept in RocksDB (`offsets` and `groups` column families). Keys and values live here;
+//! The coordinators' replicated state: committed offsets, group metadata, transaction
+//! records and the offsets transactions have staged, changed only by `CoordinatorCommand`s
+//! applied through the coordinator raft group and kept in RocksDB (`offsets`, `groups`
+//! and `producers` column families). Keys and values live here;
 //! the group membership protocol lives in `group`, the async facade in `mod.rs`.
 // openraft's StorageError is large, and it is what its storage traits return; the helpers
 // here return it unchanged rather than boxing it only to unbox it again.
@@ -34,6 +35,13 @@ pub enum CoordinatorCommand {
     StoreGroup { group: String, record: Option<Vec<u8>> },
     /// Removes a group's record and every offset it committed.
     DeleteGroup { group: String },
+    /// Stores (or with `None` removes) a transactional id's record (`txn::TxnRecord`).
+    StoreTransaction { transactional_id: String, record: Option<Vec<u8>> },
+    /// TxnOffsetCommit: offsets held back until the transaction ends.
+    StageTxnOffsets { group: String, transactional_id: String, offsets: Vec<(String, i32, CommittedOffset)> },
+    /// The transaction ended: its staged offsets in `groups` become committed offsets
+    /// (`commit`) or are dropped.
+    CompleteTxnOffsets { transactional_id: String, groups: Vec<String>, commit: bool },
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -80,6 +88,68 @@ pub fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
     put_str(&mut k, topic);
     k.extend_from_slice(&partition.to_be_bytes());
     k
+}
+
+/// Key prefix (in `producers`) of transaction records.
+const TXN_PREFIX: &[u8] = b"txn/";
+/// Key prefix (in `producers`) of offsets staged by transactions.
+const STAGED_PREFIX: &[u8] = b"staged/";
+
+/// Key of a transactional id's record.
+fn txn_key(transactional_id: &str) -> Vec<u8> {
+    let mut k = TXN_PREFIX.to_vec();
+    k.extend_from_slice(transactional_id.as_bytes());
+    k
+}
+
+/// Key prefix of the offsets `transactional_id` staged for `group`.
+fn staged_prefix(group: &str, transactional_id: &str) -> Vec<u8> {
+    let mut k = STAGED_PREFIX.to_vec();
+    put_str(&mut k, group);
+    put_str(&mut k, transactional_id);
+    k
+}
+
+/// Key prefix of every offset staged for `group`.
+fn staged_group_prefix(group: &str) -> Vec<u8> {
+    let mut k = STAGED_PREFIX.to_vec();
+    put_str(&mut k, group);
+    k
+}
+
+fn staged_key(group: &str, transactional_id: &str, topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = staged_prefix(group, transactional_id);
+    put_str(&mut k, topic);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// Reads a length-prefixed string at the start of `buf`: (string, rest).
+fn take_str(buf: &[u8]) -> Option<(String, &[u8])> {
+    let len = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
+    let s = std::str::from_utf8(buf.get(2..2 + len)?).ok()?.to_string();
+    Some((s, buf.get(2 + len..)?))
+}
+
+/// Every stored transaction record (JSON bytes), in id order.
+pub fn read_transactions(store: &MetadataStore) -> Result<Vec<Row>, StoreError> {
+    store.range(cf::PRODUCERS, TXN_PREFIX, &prefix_end(TXN_PREFIX), usize::MAX)
+}
+
+/// Partitions of `group` with offsets staged by an open transaction (OffsetFetch with
+/// require_stable answers UNSTABLE_OFFSET_COMMIT for those).
+pub fn staged_partitions(store: &MetadataStore, group: &str) -> Result<Vec<(String, i32)>, StoreError> {
+    let prefix = staged_group_prefix(group);
+    let rows = store.range(cf::PRODUCERS, &prefix, &prefix_end(&prefix), usize::MAX)?;
+    Ok(rows
+        .iter()
+        .filter_map(|(k, _)| {
+            let (_txn, rest) = take_str(k.get(prefix.len()..)?)?;
+            let (topic, rest) = take_str(rest)?;
+            let p = rest.get(..4)?;
+            Some((topic, i32::from_be_bytes([p[0], p[1], p[2], p[3]])))
+        })
+        .collect())
 }
 
 /// Topic and partition from an offset key of `group`.
@@ -154,6 +224,8 @@ struct SnapshotBody {
     position: AppliedPosition,
     offsets: Vec<Row>,
     groups: Vec<Row>,
+    #[serde(default)]
+    producers: Vec<Row>,
 }
 
 enum OwnedOp {
@@ -180,7 +252,12 @@ impl CoordinatorStateMachine {
 
     fn dump(&self) -> Result<Vec<u8>, StorageError> {
         let all = |cf| self.store.range(cf, &[], &[0xff; 4], usize::MAX).map_err(|e| sm_err(ErrorVerb::Read, e));
-        let body = SnapshotBody { position: self.position.clone(), offsets: all(cf::OFFSETS)?, groups: all(cf::GROUPS)? };
+        let body = SnapshotBody {
+            position: self.position.clone(),
+            offsets: all(cf::OFFSETS)?,
+            groups: all(cf::GROUPS)?,
+            producers: all(cf::PRODUCERS)?,
+        };
         to_json(&body).map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 
@@ -243,6 +320,34 @@ impl RaftStateMachine<CoordinatorRaft> for CoordinatorStateMachine {
                         owned.push(OwnedOp::DeleteRange(cf::OFFSETS, prefix, end));
                         owned.push(OwnedOp::Delete(cf::GROUPS, group.into_bytes()));
                     }
+                    CoordinatorCommand::StoreTransaction { transactional_id, record } => match record {
+                        Some(r) => owned.push(OwnedOp::Put(cf::PRODUCERS, txn_key(&transactional_id), r)),
+                        None => owned.push(OwnedOp::Delete(cf::PRODUCERS, txn_key(&transactional_id))),
+                    },
+                    CoordinatorCommand::StageTxnOffsets { group, transactional_id, offsets } => {
+                        for (t, p, o) in offsets {
+                            let v = to_json(&o).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                            owned.push(OwnedOp::Put(cf::PRODUCERS, staged_key(&group, &transactional_id, &t, p), v));
+                        }
+                    }
+                    CoordinatorCommand::CompleteTxnOffsets { transactional_id, groups, commit } => {
+                        for group in groups {
+                            let prefix = staged_prefix(&group, &transactional_id);
+                            let end = prefix_end(&prefix);
+                            if commit {
+                                // Staged rows were written by earlier applies (a TxnOffsetCommit is
+                                // answered only once applied, before its EndTxn is sent).
+                                let rows = self.store.range(cf::PRODUCERS, &prefix, &end, usize::MAX).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                                for (k, v) in rows {
+                                    let Some((topic, rest)) = k.get(prefix.len()..).and_then(take_str) else { continue };
+                                    let Some(p) = rest.get(..4) else { continue };
+                                    let partition = i32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+                                    owned.push(OwnedOp::Put(cf::OFFSETS, offset_key(&group, &topic, partition), v));
+                                }
+                            }
+                            owned.push(OwnedOp::DeleteRange(cf::PRODUCERS, prefix, end));
+                        }
+                    }
                 },
                 EntryPayload::Blank => {}
                 EntryPayload::Membership(m) => self.position.membership = StoredMembership::new(Some(e.log_id), m),
@@ -284,7 +389,11 @@ impl RaftStateMachine<CoordinatorRaft> for CoordinatorStateMachine {
         let mut ops = vec![
             StoreOp::DeleteRange { cf: cf::OFFSETS, from: &[], to: everything },
             StoreOp::DeleteRange { cf: cf::GROUPS, from: &[], to: everything },
+            StoreOp::DeleteRange { cf: cf::PRODUCERS, from: &[], to: everything },
         ];
+        for (k, v) in &body.producers {
+            ops.push(StoreOp::Put { cf: cf::PRODUCERS, key: k, value: v });
+        }
         for (k, v) in &body.offsets {
             ops.push(StoreOp::Put { cf: cf::OFFSETS, key: k, value: v });
         }
@@ -313,5 +422,17 @@ mod tests {
         assert!(k.starts_with(&p));
         assert!(!offset_key("g2", "orders", 7).starts_with(&p), "a longer group id is another prefix");
         assert!(k.as_slice() < prefix_end(&p).as_slice());
+    }
+
+    #[test]
+    fn staged_keys_scan_by_group_and_transaction() {
+        let k = staged_key("g", "tx", "orders", 3);
+        assert!(k.starts_with(&staged_prefix("g", "tx")));
+        assert!(k.starts_with(&staged_group_prefix("g")));
+        assert!(!staged_key("g", "tx2", "orders", 3).starts_with(&staged_prefix("g", "tx")));
+        let rest = &k[staged_group_prefix("g").len()..];
+        let (txn, rest) = take_str(rest).expect("txn id");
+        let (topic, rest) = take_str(rest).expect("topic");
+        assert_eq!((txn.as_str(), topic.as_str(), rest), ("tx", "orders", &3i32.to_be_bytes()[..]));
     }
 }

@@ -1,17 +1,18 @@
 //! The read side: Fetch (long poll, byte limits, the KIP-74 first-batch rule, topic ids in
 //! v13+, sessionless answers), ListOffsets and OffsetForLeaderEpoch. Reads stop at the
-//! high watermark: consumers never see uncommitted data.
+//! high watermark: consumers never see uncommitted data; read_committed reads stop at the
+//! last stable offset and carry the aborted transactions of the range they return.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    BrokerId, FetchRequest, ProducerId, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
     OffsetForLeaderEpochResponse, TopicName,
 };
 use crate::protocol::records::{decode_batch_bounded, MAX_DECOMPRESSED_BYTES};
@@ -153,15 +154,19 @@ fn read_all(topics: &[(String, Uuid, Vec<FetchTarget>)], max_bytes: usize, read_
                 }
                 Ok(replica) => {
                     let hw = replica.high_watermark();
-                    pd = pd.with_high_watermark(hw).with_last_stable_offset(hw).with_log_start_offset(replica.log_start_offset());
+                    let lso = replica.last_stable_offset();
+                    pd = pd.with_high_watermark(hw).with_last_stable_offset(lso).with_log_start_offset(replica.log_start_offset());
                     let limit = (t.max_bytes.max(0) as usize).min(remaining);
                     let first_in_response = total == 0;
                     if limit == 0 && !first_in_response {
                         partitions.push(pd);
                         continue;
                     }
-                    match replica.read(t.offset, limit.min(u32::MAX as usize) as u32).and_then(|s| Ok(s.read_bytes()?)) {
-                        Ok(data) => {
+                    let read = replica
+                        .read(t.offset, limit.min(u32::MAX as usize) as u32, read_committed)
+                        .and_then(|s| Ok((s.end_offset(), s.read_bytes()?)));
+                    match read {
+                        Ok((end_offset, data)) => {
                             // Only the first batch of the whole response may exceed the limits.
                             if data.len() > limit && !first_in_response {
                                 partitions.push(pd);
@@ -169,6 +174,18 @@ fn read_all(topics: &[(String, Uuid, Vec<FetchTarget>)], max_bytes: usize, read_
                             }
                             total += data.len();
                             remaining = remaining.saturating_sub(data.len());
+                            if read_committed && !data.is_empty() {
+                                let aborted = replica
+                                    .aborted_transactions(t.offset, end_offset)
+                                    .into_iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect();
+                                pd = pd.with_aborted_transactions(Some(aborted));
+                            }
                             pd = pd.with_records(Some(data));
                         }
                         Err(e) => {
@@ -188,7 +205,7 @@ fn read_all(topics: &[(String, Uuid, Vec<FetchTarget>)], max_bytes: usize, read_
 /// The exact record offset and timestamp inside the batch starting at `batch_offset`:
 /// the first record matching `pick`, decoded from the stored batch.
 fn refine_in_batch(replica: &PartitionReplica, batch_offset: i64, pick: impl Fn(i64) -> bool) -> Option<(i64, i64, i32)> {
-    let data = replica.read(batch_offset, 1).ok()?.read_bytes().ok()?;
+    let data = replica.read(batch_offset, 1, false).ok()?.read_bytes().ok()?;
     let epoch = if data.len() >= 16 { i32::from_be_bytes([data[12], data[13], data[14], data[15]]) } else { -1 };
     let set = decode_batch_bounded(&data, MAX_DECOMPRESSED_BYTES).ok()?;
     set.records.iter().find(|r| r.offset >= batch_offset && pick(r.timestamp)).map(|r| (r.offset, r.timestamp, epoch))
@@ -211,6 +228,7 @@ pub fn handle_list_offsets(node: &Node, req: ListOffsetsRequest, version: i16) -
                 let epoch = replica.leader_epoch();
                 let result: Result<(i64, i64, i32), BrokerError> = match p.timestamp {
                     -2 | -4 => Ok((replica.log_start_offset(), -1, epoch)),
+                    -1 if req.isolation_level == 1 => Ok((replica.last_stable_offset(), -1, epoch)),
                     -1 => Ok((replica.high_watermark(), -1, epoch)),
                     // Latest tiered offset: Runnel has no tiered storage.
                     -5 => Ok((-1, -1, -1)),

@@ -34,6 +34,7 @@ use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn code_of(e: CoordinatorError) -> i16 {
     kafka_error(&BrokerError::from(e)).code()
@@ -41,12 +42,12 @@ fn code_of(e: CoordinatorError) -> i16 {
 
 /// Where the coordinator of `key_type` keys is, or why there is none.
 fn locate_coordinator(node: &Node, key_type: i8) -> Result<(i32, String, i32), (ResponseError, &'static str)> {
-    if key_type != KEY_TYPE_GROUP {
-        // Transactions are a later issue: no transaction coordinator runs yet.
-        return Err((ResponseError::CoordinatorNotAvailable, "no transaction coordinator: transactions are not supported yet"));
+    if key_type != KEY_TYPE_GROUP && key_type != KEY_TYPE_TRANSACTION {
+        return Err((ResponseError::InvalidRequest, "unknown coordinator key type"));
     }
+    // Groups and transactions share the coordinator raft group, and so its leader.
     if !node.coordinator.is_active() {
-        return Err((ResponseError::CoordinatorNotAvailable, "the group coordinator is starting"));
+        return Err((ResponseError::CoordinatorNotAvailable, "the coordinator is starting"));
     }
     Ok((node.node_id(), node.config.advertise_host.clone(), i32::from(node.config.advertise_port)))
 }
@@ -208,6 +209,23 @@ fn metadata_of(o: &Option<CommittedOffset>) -> Option<StrBytes> {
 
 pub fn handle_offset_fetch(node: &Node, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     let epoch_of = |o: &Option<CommittedOffset>| if version >= 5 { o.as_ref().map_or(-1, |o| o.leader_epoch) } else { -1 };
+    // KIP-447: with require_stable, partitions whose offsets an open transaction has
+    // staged answer UNSTABLE_OFFSET_COMMIT (retriable) instead of an offset that is
+    // about to change.
+    let unstable = |group: &str| -> Vec<(String, i32)> {
+        if version >= 7 && req.require_stable {
+            node.transactions.staged_partitions(group).unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    };
+    let partition_code = |unstable: &[(String, i32)], t: &str, p: i32| {
+        if unstable.iter().any(|(ut, up)| ut == t && *up == p) {
+            ResponseError::UnstableOffsetCommit.code()
+        } else {
+            0
+        }
+    };
     if version >= 8 {
         let groups = req
             .groups
@@ -215,20 +233,23 @@ pub fn handle_offset_fetch(node: &Node, req: OffsetFetchRequest, version: i16) -
             .map(|g| {
                 let wanted = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
                 let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                let unstable = unstable(&g.group_id);
                 match fetch_group(node, &g.group_id, wanted) {
                     Ok(topics) => r.with_error_code(0).with_topics(
                         topics
                             .into_iter()
                             .map(|(t, row)| {
+                                let code = |p| partition_code(&unstable, &t, p);
                                 OffsetFetchResponseTopics::default().with_name(TopicName(str(&t))).with_partitions(
                                     row.into_iter()
                                         .map(|(p, o)| {
+                                            let o = if code(p) == 0 { o } else { None };
                                             OffsetFetchResponsePartitions::default()
                                                 .with_partition_index(p)
                                                 .with_committed_offset(o.as_ref().map_or(-1, |o| o.offset))
                                                 .with_committed_leader_epoch(epoch_of(&o))
                                                 .with_metadata(metadata_of(&o))
-                                                .with_error_code(0)
+                                                .with_error_code(code(p))
                                         })
                                         .collect(),
                                 )
@@ -242,20 +263,23 @@ pub fn handle_offset_fetch(node: &Node, req: OffsetFetchRequest, version: i16) -
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let wanted = req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
+    let unstable = unstable(&req.group_id);
     match fetch_group(node, &req.group_id, wanted) {
         Ok(topics) => OffsetFetchResponse::default().with_error_code(0).with_topics(
             topics
                 .into_iter()
                 .map(|(t, row)| {
+                    let code = |p| partition_code(&unstable, &t, p);
                     OffsetFetchResponseTopic::default().with_name(TopicName(str(&t))).with_partitions(
                         row.into_iter()
                             .map(|(p, o)| {
+                                let o = if code(p) == 0 { o } else { None };
                                 OffsetFetchResponsePartition::default()
                                     .with_partition_index(p)
                                     .with_committed_offset(o.as_ref().map_or(-1, |o| o.offset))
                                     .with_committed_leader_epoch(epoch_of(&o))
                                     .with_metadata(metadata_of(&o))
-                                    .with_error_code(0)
+                                    .with_error_code(code(p))
                             })
                             .collect(),
                     )

@@ -8,6 +8,7 @@ mod fetch;
 mod groups;
 mod metadata;
 mod produce;
+mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -123,6 +124,27 @@ impl Dispatcher {
             RequestKind::OffsetDelete(r) => respond(api_key, version, correlation_id, async move {
                 ResponseKind::OffsetDelete(groups::handle_offset_delete(&node, r, version).await)
             }.instrument(span)),
+            RequestKind::InitProducerId(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::InitProducerId(txn::handle_init_producer_id(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::AddPartitionsToTxn(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::AddPartitionsToTxn(txn::handle_add_partitions_to_txn(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::AddOffsetsToTxn(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::AddOffsetsToTxn(txn::handle_add_offsets_to_txn(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::TxnOffsetCommit(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::TxnOffsetCommit(txn::handle_txn_offset_commit(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::EndTxn(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::EndTxn(txn::handle_end_txn(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::ListTransactions(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::ListTransactions(txn::handle_list_transactions(&node, r, version).await)
+            }),
+            RequestKind::DescribeTransactions(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::DescribeTransactions(txn::handle_describe_transactions(&node, r, version).await)
+            }),
             other => {
                 // `codec` only lets advertised APIs through, so this is a missing match arm.
                 tracing::error!(api = ?api_key, "advertised api has no handler: {other:?}");

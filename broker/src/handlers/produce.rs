@@ -13,20 +13,23 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use uuid::Uuid;
 
 use super::metadata::str;
-use crate::log::{validate_produce_records, with_log_append_time, with_max_timestamp, TimestampType, ValidatedBatch};
+use crate::coordinator::transactions::PartitionCheck;
+use crate::log::{validate_produce_records, BatchHeader, with_log_append_time, with_max_timestamp, TimestampType, ValidatedBatch};
 use crate::clock::now_ms;
 use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
 use crate::protocol::records::{decode_batch_bounded, MAX_DECOMPRESSED_BYTES};
-use crate::replication::{PartitionReplica, ProposeHandle};
+use crate::replication::{PartitionReplica, Proposal, ProposeHandle};
 
 /// What became of one partition's part of the request by the time it was submitted.
 enum Submitted {
     Failed(ResponseError, String),
+    /// A producer retry of a batch already stored: answered with the original's offset.
+    Duplicate { base_offset: i64, log_start_offset: i64 },
     Proposed { replica: Arc<PartitionReplica>, handles: Vec<ProposeHandle>, log_append_time: Option<i64> },
 }
 
-async fn submit_partition(node: &Node, topic_id: Option<Uuid>, partition: i32, records: Option<Bytes>) -> Submitted {
+async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>, partition: i32, records: Option<Bytes>) -> Submitted {
     let Some(topic_id) = topic_id else {
         return Submitted::Failed(ResponseError::UnknownTopicOrPartition, "unknown topic".into());
     };
@@ -60,6 +63,13 @@ async fn submit_partition(node: &Node, topic_id: Option<Uuid>, partition: i32, r
             )
         }
     };
+    if batch.header.is_control() {
+        return Submitted::Failed(ResponseError::InvalidRecord, "clients may not write control batches".into());
+    }
+    let header = batch.header;
+    if let Some(refusal) = verify_transactional(node, &replica, &header, topic_name, partition) {
+        return refusal;
+    }
     let append_time = settings.log_append_time.then(now_ms);
     let batch = match repair_max_timestamp(batch) {
         Ok(b) => b,
@@ -75,14 +85,34 @@ async fn submit_partition(node: &Node, topic_id: Option<Uuid>, partition: i32, r
         },
         None => batch.bytes,
     };
-    let handles = match replica.propose(bytes).await {
-        Ok(h) => vec![h],
+    let handles = match replica.propose_batch(&header, bytes).await {
+        Ok(Proposal::Proposed(h)) => vec![h],
+        Ok(Proposal::Duplicate(original)) => {
+            return Submitted::Duplicate { base_offset: original.base_offset, log_start_offset: replica.log_start_offset() }
+        }
         Err(e) => {
             let e = BrokerError::from(e);
             return Submitted::Failed(kafka_error(&e), e.to_string());
         }
     };
     Submitted::Proposed { replica, handles, log_append_time: append_time }
+}
+
+/// KIP-890 part 1: the first transactional batch of a producer on a partition must belong
+/// to a transaction that AddPartitionsToTxn told the coordinator about; otherwise no marker
+/// would ever end it and read_committed consumers would stall at it for good.
+fn verify_transactional(node: &Node, replica: &PartitionReplica, h: &BatchHeader, topic: &str, partition: i32) -> Option<Submitted> {
+    if !h.is_transactional() || h.producer_id < 0 || replica.has_open_transaction(h.producer_id) {
+        return None;
+    }
+    match node.transactions.check_partition(h.producer_id, h.producer_epoch, topic, partition) {
+        PartitionCheck::Added => None,
+        PartitionCheck::StaleEpoch => Some(Submitted::Failed(ResponseError::InvalidProducerEpoch, "the producer was fenced".into())),
+        PartitionCheck::NotAdded => Some(Submitted::Failed(
+            ResponseError::InvalidTxnState,
+            format!("partition {topic}-{partition} was not added to the producer's transaction"),
+        )),
+    }
 }
 
 /// Some producers (sarama 1.22) leave a CreateTime batch's maxTimestamp unset, below its
@@ -121,7 +151,7 @@ pub async fn submit(node: &Arc<Node>, req: ProduceRequest, version: i16) -> impl
             } else if version >= 13 && topic_id.is_none() {
                 Submitted::Failed(ResponseError::UnknownTopicId, "unknown topic id".into())
             } else {
-                submit_partition(node, topic_id, p.index, p.records).await
+                submit_partition(node, &name, topic_id, p.index, p.records).await
             };
             parts.push((p.index, s));
         }
@@ -135,6 +165,9 @@ pub async fn submit(node: &Arc<Node>, req: ProduceRequest, version: i16) -> impl
                 let r = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1).with_log_start_offset(-1);
                 let r = match s {
                     Submitted::Failed(err, msg) => r.with_error_code(err.code()).with_base_offset(-1).with_error_message(Some(str(&msg))),
+                    Submitted::Duplicate { base_offset, log_start_offset } => {
+                        r.with_error_code(0).with_base_offset(base_offset).with_log_start_offset(log_start_offset)
+                    }
                     Submitted::Proposed { replica, handles, log_append_time } => {
                         let mut base = None;
                         let mut failure = None;

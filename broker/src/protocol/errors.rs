@@ -4,6 +4,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::cluster::topic_config::TopicConfigError;
 use crate::cluster::ClusterError;
+use crate::coordinator::txn::TxnError;
 use crate::coordinator::CoordinatorError;
 use crate::log::LogError;
 use crate::replication::ReplicationError;
@@ -49,6 +50,13 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         BrokerError::Coordinator(c) => match c {
             CoordinatorError::NotCoordinator { .. } => ResponseError::NotCoordinator,
             CoordinatorError::Unavailable(_) | CoordinatorError::Store(_) => ResponseError::CoordinatorNotAvailable,
+            CoordinatorError::Txn(t) => match t {
+                TxnError::ProducerFenced => ResponseError::ProducerFenced,
+                TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+                TxnError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+                TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+                TxnError::InvalidTransactionTimeout(_) => ResponseError::InvalidTransactionTimeout,
+            },
         },
         BrokerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         BrokerError::UnknownTopicId => ResponseError::UnknownTopicId,
@@ -69,6 +77,10 @@ fn log_error(e: &LogError) -> ResponseError {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         LogError::CorruptBatch { .. } | LogError::InvalidRecordCount { .. } => ResponseError::CorruptMessage,
+        LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerBatch { .. } => ResponseError::InvalidRecord,
+        LogError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
         LogError::Io { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::KafkaStorageError,
     }

@@ -35,6 +35,13 @@ pub const SUPPORTED: &[(ApiKey, Range)] = &[
     (ApiKey::ListGroups, Range { min: 0, max: 5 }),
     (ApiKey::DescribeGroups, Range { min: 0, max: 5 }),
     (ApiKey::DeleteGroups, Range { min: 0, max: 2 }),
+    (ApiKey::InitProducerId, Range { min: 0, max: 4 }),
+    (ApiKey::AddPartitionsToTxn, Range { min: 0, max: 3 }),
+    (ApiKey::AddOffsetsToTxn, Range { min: 0, max: 3 }),
+    (ApiKey::TxnOffsetCommit, Range { min: 0, max: 3 }),
+    (ApiKey::EndTxn, Range { min: 0, max: 3 }),
+    (ApiKey::ListTransactions, Range { min: 0, max: 1 }),
+    (ApiKey::DescribeTransactions, Range { min: 0, max: 0 }),
 ];
 
 /// The advertised range of `api`, or `None` when Runnel does not implement it.

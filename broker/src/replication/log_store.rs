@@ -17,7 +17,7 @@ use super::raft_state::{DurableRaftState, RaftStateFiles};
 use super::types::{log_id, storage_err, Entry, LogId, PartitionCommand, PartitionRaft, StorageError};
 use crate::clock::now_ms;
 use crate::config::FsyncPolicy;
-use crate::log::{EntryPayload as LogPayload, LogError, PartitionLog, StoredPayload};
+use crate::log::{EntryPayload as LogPayload, LogError, PartitionLog, ProducerStateTable, StoredPayload};
 
 const META_BLANK: u8 = 0;
 const META_MEMBERSHIP: u8 = 1;
@@ -84,6 +84,20 @@ pub(crate) struct PartitionShared {
     /// The high watermark: end offset of the last applied entry.
     pub high_watermark: watch::Sender<i64>,
     pub fsync: FsyncPolicy,
+    /// Producer state as of the last applied entry (idempotence, open and aborted
+    /// transactions); see `state_machine` for how it is restored and snapshotted.
+    pub producers: Mutex<AppliedProducers>,
+    /// Woken whenever entries are applied, for retries waiting on an in-flight batch.
+    pub applied: tokio::sync::Notify,
+    /// `producer.id.expiration.ms`.
+    pub producer_expiration_ms: i64,
+}
+
+/// The producer table and the raft log id it reflects.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct AppliedProducers {
+    pub applied: Option<LogId>,
+    pub table: ProducerStateTable,
 }
 
 impl PartitionShared {
@@ -94,6 +108,9 @@ impl PartitionShared {
     }
     pub(super) fn recent(&self) -> MutexGuard<'_, RecentEntries> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub(crate) fn producers(&self) -> MutexGuard<'_, AppliedProducers> {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner())
     }
     pub(super) fn durable(&self) -> MutexGuard<'_, DurableRaftState> {
         self.durable.lock().unwrap_or_else(|p| p.into_inner())

@@ -15,7 +15,7 @@ pub mod types;
 
 pub(crate) use network::NoPeers;
 pub(crate) use rocks_log::{bootstrap_single_voter, command_group_config, RocksLogStore};
-pub use partition::{PartitionReplica, ProposeHandle, ReplicaConfig};
+pub use partition::{PartitionReplica, Proposal, ProposeHandle, ReplicaConfig};
 
 use crate::log::LogError;
 

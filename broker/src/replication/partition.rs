@@ -19,7 +19,9 @@ use super::state_machine::PartitionStateMachine;
 use super::types::{PartitionCommand, PartitionRaft, PartitionReply};
 use super::ReplicationError;
 use crate::config::FsyncPolicy;
-use crate::log::{LogConfig, PartitionLog, ReadSlice};
+use crate::log::{
+    marker_batch, AbortedTxn, Admission, BatchHeader, BatchSequence, ControlType, LogConfig, PartitionLog, ReadSlice,
+};
 
 /// How to open a partition replica.
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct ReplicaConfig {
     pub fsync: FsyncPolicy,
     /// Voters of the group when it is created for the first time.
     pub initial_voters: BTreeMap<u64, String>,
+    /// `producer.id.expiration.ms`: idle producer ids are forgotten after this long.
+    pub producer_expiration_ms: i64,
 }
 
 /// One partition replica on this node.
@@ -40,12 +44,28 @@ pub struct PartitionReplica {
     dir: PathBuf,
     /// Settings read on the write path, updated when topic configs change.
     settings: Mutex<crate::cluster::topic_config::LogSettings>,
+    /// Held from checking a producer batch's sequence until it is handed to raft, so
+    /// that checks and proposals of producer batches happen in the same order.
+    producer_gate: tokio::sync::Mutex<()>,
 }
 
 /// A proposed batch that has been handed to raft, in proposal order.
 pub struct ProposeHandle {
     rx: oneshot::Receiver<Result<ClientWriteResponse<PartitionRaft>, ClientWriteError<u64, BasicNode>>>,
+    /// The producer whose pending reservation a failed proposal must release.
+    producer: Option<(Arc<PartitionShared>, i64)>,
 }
+
+/// What became of a proposed batch.
+pub enum Proposal {
+    /// Handed to raft; wait on the handle for its commit.
+    Proposed(ProposeHandle),
+    /// A producer retry of a batch already in the log, not written again.
+    Duplicate(BatchSequence),
+}
+
+/// How long a retried batch waits for its in-flight original to be applied.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
 
 fn raft_config() -> Result<Arc<openraft::Config>, ReplicationError> {
     let config = openraft::Config {
@@ -73,8 +93,16 @@ fn map_write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Repli
 impl ProposeHandle {
     /// Waits until the batch is committed (and, with the default fsync policy, on disk on a
     /// majority), returning the offset the log assigned it.
-    pub async fn committed(self) -> Result<PartitionReply, ReplicationError> {
-        match self.rx.await {
+    pub async fn committed(mut self) -> Result<PartitionReply, ReplicationError> {
+        let result = self.wait().await;
+        if let (Err(_), Some((shared, pid))) = (&result, &self.producer) {
+            shared.producers().table.release(*pid);
+        }
+        result
+    }
+
+    async fn wait(&mut self) -> Result<PartitionReply, ReplicationError> {
+        match (&mut self.rx).await {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(ReplicationError::NotLeader { leader: f.leader_id }),
             Ok(Err(ClientWriteError::ChangeMembershipError(c))) => Err(ReplicationError::Raft(c.to_string())),
@@ -110,6 +138,9 @@ impl PartitionReplica {
             recent: Mutex::new(RecentEntries::default()),
             high_watermark: hw_tx,
             fsync: config.fsync,
+            producers: Mutex::new(Default::default()),
+            applied: tokio::sync::Notify::new(),
+            producer_expiration_ms: config.producer_expiration_ms,
         });
         let store = PartitionLogStore::new(shared.clone());
         let sm = PartitionStateMachine::open(shared.clone());
@@ -125,7 +156,13 @@ impl PartitionReplica {
             // A lone voter need not wait for an election timeout after a restart.
             let _ = raft.trigger().elect().await;
         }
-        Ok(Arc::new(PartitionReplica { raft, shared, dir: dir.to_path_buf(), settings: Mutex::new(settings) }))
+        Ok(Arc::new(PartitionReplica {
+            raft,
+            shared,
+            dir: dir.to_path_buf(),
+            settings: Mutex::new(settings),
+            producer_gate: tokio::sync::Mutex::new(()),
+        }))
     }
 
     /// Waits up to `timeout` for this group to have a leader.
@@ -189,7 +226,73 @@ impl PartitionReplica {
             .client_write_ff(PartitionCommand::Batch(batch))
             .await
             .map_err(|e| ReplicationError::Stopped(e.to_string()))?;
-        Ok(ProposeHandle { rx })
+        Ok(ProposeHandle { rx, producer: None })
+    }
+
+    /// Hands a client's batch to raft after Kafka's producer checks: a batch with a producer
+    /// id must be in sequence for its epoch; a retry of a batch already in the log is
+    /// answered with the original's offsets and not written again; a retry of one still in
+    /// flight waits for it. Batches without a producer id go straight to `propose`.
+    pub async fn propose_batch(&self, header: &BatchHeader, batch: Bytes) -> Result<Proposal, ReplicationError> {
+        if header.producer_id < 0 {
+            return self.propose(batch).await.map(Proposal::Proposed);
+        }
+        let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+        loop {
+            let applied = self.shared.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            let gate = self.producer_gate.lock().await;
+            let admission = self.shared.producers().table.check(header)?;
+            match admission {
+                Admission::Duplicate(b) => return Ok(Proposal::Duplicate(b)),
+                Admission::InFlight => {
+                    drop(gate);
+                    if tokio::time::timeout_at(deadline, applied).await.is_err() {
+                        return Err(ReplicationError::Stopped("the original of a retried batch was not applied in time".into()));
+                    }
+                }
+                Admission::Append => {
+                    self.shared.producers().table.reserve(header);
+                    let pid = header.producer_id;
+                    return match self.propose(batch).await {
+                        Ok(mut h) => {
+                            h.producer = Some((self.shared.clone(), pid));
+                            Ok(Proposal::Proposed(h))
+                        }
+                        Err(e) => {
+                            self.shared.producers().table.release(pid);
+                            Err(e)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Appends a transaction marker for `producer_id` and waits for its commit (the
+    /// transaction coordinator's write; clients cannot send control batches).
+    pub async fn write_marker(&self, producer_id: i64, epoch: i16, kind: ControlType, coordinator_epoch: i32) -> Result<i64, ReplicationError> {
+        let batch = marker_batch(producer_id, epoch, kind, coordinator_epoch, crate::clock::now_ms());
+        let reply = self.append(Bytes::from(batch)).await?;
+        Ok(reply.base_offset)
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, or the
+    /// high watermark when that is lower or no transaction is open.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.shared.producers().table.first_unstable_offset().map_or(hw, |f| f.min(hw))
+    }
+
+    /// Aborted transactions overlapping `[from, to)`, for read_committed fetches.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.shared.producers().table.aborted_between(from, to)
+    }
+
+    /// Whether `producer_id` has a transaction open on this partition.
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.shared.producers().table.has_open_transaction(producer_id)
     }
 
     /// Proposes and waits for the commit.
@@ -215,10 +318,11 @@ impl PartitionReplica {
         self.shared.log().log_end_offset()
     }
 
-    /// Locates committed data from `offset` (whole batches, KIP-74 first-batch rule).
-    pub fn read(&self, offset: i64, max_bytes: u32) -> Result<ReadSlice, ReplicationError> {
-        let hw = self.high_watermark();
-        Ok(self.shared.log().read(offset, max_bytes, hw)?)
+    /// Locates committed data from `offset` (whole batches, KIP-74 first-batch rule),
+    /// below the high watermark, or below the last stable offset for read_committed.
+    pub fn read(&self, offset: i64, max_bytes: u32, read_committed: bool) -> Result<ReadSlice, ReplicationError> {
+        let upper = if read_committed { self.last_stable_offset() } else { self.high_watermark() };
+        Ok(self.shared.log().read(offset, max_bytes, upper)?)
     }
 
     /// First committed batch with a timestamp at or after `ts`: (offset, timestamp).
@@ -244,7 +348,11 @@ impl PartitionReplica {
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
         let shared = self.shared.clone();
+        let dir = self.dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = super::state_machine::save_producer_snapshot(&shared, &dir) {
+                tracing::warn!(error = %e, "could not write the producer snapshot");
+            }
             if let Err(e) = shared.log().mark_clean_shutdown() {
                 tracing::warn!(error = %e, "could not close partition log cleanly");
             }

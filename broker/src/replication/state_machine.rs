@@ -2,15 +2,22 @@
 //! an entry only moves the high watermark and reports the batch's assigned base offset.
 //! A snapshot is the log's position (next index and next offset) and membership: a
 //! follower that installs one starts an empty log there.
+//!
+//! Applying a producer batch or a transaction marker also updates the partition's producer
+//! state (`log::ProducerStateTable`). That table is written to `producer-state.json` in the
+//! partition directory every `PRODUCER_SNAPSHOT_INTERVAL_MS` and on shutdown, with the log
+//! id it reflects; opening restores it and replays the log entries applied after it.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use super::log_store::PartitionShared;
+use super::log_store::{AppliedProducers, PartitionShared};
+use crate::log::{parse_header, read_marker, PartitionLog, ProducerStateTable, StoredPayload};
 use super::types::{storage_err, Entry, LogId, Membership, PartitionRaft, PartitionReply, StorageError};
 
 /// What a partition snapshot holds.
@@ -26,6 +33,86 @@ pub(crate) struct PartitionStateMachine {
     last_applied: Option<LogId>,
     membership: Membership,
     snapshot: Option<(SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>)>,
+    /// When the producer state was last written to disk, and whether it changed since.
+    producers_saved_ms: i64,
+    producers_dirty: bool,
+}
+
+const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
+/// How often changed producer state is written out; a crash replays at most this much log.
+const PRODUCER_SNAPSHOT_INTERVAL_MS: i64 = 30_000;
+
+/// Applies one batch (as proposed or as stored) at `base_offset` to the producer table.
+/// Returns whether the table changed (the batch had a producer id).
+fn apply_to_producers(table: &mut ProducerStateTable, batch: &[u8], base_offset: i64) -> bool {
+    let Ok(h) = parse_header(batch) else { return false };
+    if h.producer_id < 0 {
+        return false;
+    }
+    let marker = if h.is_control() { read_marker(batch).ok().flatten() } else { None };
+    table.apply(&h, base_offset, marker);
+    true
+}
+
+fn producer_snapshot_path(dir: &Path) -> PathBuf {
+    dir.join(PRODUCER_SNAPSHOT_FILE)
+}
+
+/// Writes the producer state (with the log id it reflects) by write-and-rename. Not
+/// fsynced: a lost or torn snapshot only means replaying more of the log on open.
+pub(crate) fn save_producer_snapshot(shared: &PartitionShared, dir: &Path) -> std::io::Result<()> {
+    let data = serde_json::to_vec(&*shared.producers()).map_err(std::io::Error::other)?;
+    let path = producer_snapshot_path(dir);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// The producer state as of `applied`: the snapshot on disk when it is at or before
+/// `applied` and agrees with the log, then every batch applied after it replayed from the
+/// log. Without a usable snapshot the whole log is replayed.
+fn restore_producers(log: &PartitionLog, dir: &Path, applied: Option<LogId>) -> AppliedProducers {
+    let Some(applied) = applied else { return AppliedProducers::default() };
+    let snapshot: Option<AppliedProducers> = std::fs::read(producer_snapshot_path(dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let usable = |s: &AppliedProducers| match s.applied {
+        None => true,
+        Some(id) => {
+            id.index <= applied.index && log.entry_meta(id.index).ok().flatten().is_some_and(|m| m.term == id.leader_id.term)
+        }
+    };
+    let mut state = match snapshot {
+        Some(s) if usable(&s) => s,
+        Some(_) => {
+            tracing::warn!(dir = %dir.display(), "producer snapshot does not match the log; replaying the whole log");
+            AppliedProducers::default()
+        }
+        None => AppliedProducers::default(),
+    };
+    let first = log.first_index().unwrap_or(0);
+    let from = state.applied.map(|id| id.index + 1).unwrap_or(first).max(first);
+    let mut replayed = 0u64;
+    for index in from..=applied.index {
+        match log.read_entry(index) {
+            Ok(Some((meta, StoredPayload::Batch(b)))) => {
+                if apply_to_producers(&mut state.table, &b, meta.base_offset) {
+                    replayed += 1;
+                }
+            }
+            Ok(Some((_, StoredPayload::Meta(_)))) => {}
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), index, error = %e, "cannot replay producer state past this entry");
+                break;
+            }
+        }
+    }
+    if replayed > 0 {
+        tracing::debug!(dir = %dir.display(), replayed, "producer state replayed from the log");
+    }
+    state.applied = Some(applied);
+    state
 }
 
 impl PartitionStateMachine {
@@ -48,9 +135,41 @@ impl PartitionStateMachine {
                 tracing::warn!(hint = %applied, "applied hint not in the log; re-applying from the log start");
             }
         }
-        let sm = PartitionStateMachine { shared, last_applied, membership, snapshot: None };
+        {
+            let log = shared.log();
+            let restored = restore_producers(&log, log.dir(), last_applied);
+            drop(log);
+            *shared.producers() = restored;
+        }
+        let sm = PartitionStateMachine {
+            shared,
+            last_applied,
+            membership,
+            snapshot: None,
+            producers_saved_ms: crate::clock::now_ms(),
+            producers_dirty: false,
+        };
         sm.publish_high_watermark();
         sm
+    }
+
+    /// Every `PRODUCER_SNAPSHOT_INTERVAL_MS` with changes: expire idle producers and write
+    /// the producer snapshot.
+    fn maybe_save_producers(&mut self) {
+        let now = crate::clock::now_ms();
+        if !self.producers_dirty || now - self.producers_saved_ms < PRODUCER_SNAPSHOT_INTERVAL_MS {
+            return;
+        }
+        self.producers_saved_ms = now;
+        self.producers_dirty = false;
+        let expired = self.shared.producers().table.expire(now, self.shared.producer_expiration_ms);
+        if expired > 0 {
+            tracing::debug!(expired, "expired idle producer ids");
+        }
+        let dir = self.shared.log().dir().to_path_buf();
+        if let Err(e) = save_producer_snapshot(&self.shared, &dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not write the producer snapshot");
+        }
     }
 
     fn publish_high_watermark(&self) {
@@ -113,11 +232,16 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             let log = self.shared.log();
             for e in entries {
                 let reply = match &e.payload {
-                    EntryPayload::Normal(_) => {
+                    EntryPayload::Normal(super::types::PartitionCommand::Batch(batch)) => {
                         let meta = log
                             .entry_meta(e.log_id.index)
                             .map_err(|err| storage_err(ErrorSubject::Apply(e.log_id), ErrorVerb::Read, err))?;
-                        PartitionReply { base_offset: meta.map(|m| m.base_offset).unwrap_or(-1) }
+                        let base_offset = meta.map(|m| m.base_offset).unwrap_or(-1);
+                        let mut producers = self.shared.producers();
+                        if apply_to_producers(&mut producers.table, batch, base_offset) {
+                            self.producers_dirty = true;
+                        }
+                        PartitionReply { base_offset }
                     }
                     EntryPayload::Blank => PartitionReply { base_offset: -1 },
                     EntryPayload::Membership(m) => {
@@ -127,6 +251,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                     }
                 };
                 self.last_applied = Some(e.log_id);
+                self.shared.producers().applied = Some(e.log_id);
                 replies.push(reply);
             }
         }
@@ -143,6 +268,8 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             let _ = self.shared.files.store_applied(id);
         }
         self.publish_high_watermark();
+        self.shared.applied.notify_waiters();
+        self.maybe_save_producers();
         Ok(replies)
     }
 
@@ -152,6 +279,8 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             snapshot: None,
+            producers_saved_ms: self.producers_saved_ms,
+            producers_dirty: false,
         })
     }
 
@@ -176,6 +305,8 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        // The log starts afresh at the snapshot: no producer history remains before it.
+        *self.shared.producers() = AppliedProducers { applied: meta.last_log_id, table: ProducerStateTable::default() };
         {
             let mut d = self.shared.durable();
             d.membership = Some(self.membership.clone());

@@ -9,7 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    produce_response, ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, RequestHeader, RequestKind,
+    ResponseHeader, ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 /// A running broker process; killed when dropped.
@@ -201,4 +206,58 @@ pub fn put_i32(buf: &mut Vec<u8>, v: i32) {
     let mut b = BytesMut::new();
     b.put_i32(v);
     buf.extend_from_slice(&b);
+}
+
+pub fn create_topic(c: &mut Client, name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopicsResponse {
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(s(name)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+        .with_configs(configs.iter().map(|(k, v)| CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v)))).collect());
+    match c.request(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000))) {
+        ResponseKind::CreateTopics(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn produce(c: &mut Client, version: i16, topic: &str, partition: i32, records: Bytes, acks: i16) -> Option<produce_response::PartitionProduceResponse> {
+    let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(s(topic)))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records))])]);
+    if acks == 0 {
+        let frame = c.encode_request(ApiKey::Produce, version, &RequestKind::Produce(req));
+        c.send_raw(&frame);
+        return None;
+    }
+    match c.request(ApiKey::Produce, version, RequestKind::Produce(req)) {
+        ResponseKind::Produce(r) => Some(r.responses[0].partition_responses[0].clone()),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// One idempotent (or transactional) batch of `n` records from `producer_id` at `epoch`,
+/// sequence numbers from `base_sequence`.
+pub fn producer_batch(producer_id: i64, epoch: i16, base_sequence: i32, n: usize, transactional: bool) -> Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let recs: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: base_sequence + i as i32,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from(format!("{producer_id}-{epoch}-{}", base_sequence + i as i32))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression: kafka_protocol::records::Compression::None })
+        .expect("encode batch");
+    buf.freeze()
 }
