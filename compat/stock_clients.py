@@ -76,6 +76,13 @@ def run_kafkajs(bootstrap, mode, topic, broker=None, timeout=60):
                 env={**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1"})
 
 
+def run_kafkajs_txn(bootstrap, mode, topic, broker=None, timeout=90):
+    """compat/js/txn.js: idempotent and transactional producers (see its header)."""
+    node = kafkajs_ready()
+    return _run([node, "txn.js", bootstrap, mode, topic], JS_DIR, timeout, broker,
+                env={**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1"})
+
+
 # ---------------------------------------------------------------- sarama
 
 def _go_env(out_dir):
