@@ -52,10 +52,14 @@ class Broker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"runnel exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    # A connect to a free loopback port can pick that same port as its
+                    # source and connect to itself: that is not the broker listening.
+                    if s.getsockname() != s.getpeername():
+                        return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"runnel did not listen within {timeout}s: {self.log_tail()}")
 
     def stop(self, timeout=30.0) -> int:

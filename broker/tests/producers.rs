@@ -254,3 +254,30 @@ fn a_new_producer_fences_the_old_one_and_timeouts_are_bounded() {
     );
     assert_eq!(end_txn(&mut c, "x", old.producer_id.0, old.producer_epoch, true), PRODUCER_FENCED);
 }
+
+#[test]
+fn reinitialising_with_the_current_epoch_bumps_it_and_a_lost_answer_is_repeated() {
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    let init = |c: &mut Client, pid: i64, epoch: i16| {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s("kip360"))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch);
+        match c.request(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(req)) {
+            ResponseKind::InitProducerId(r) => (r.error_code, r.producer_id.0, r.producer_epoch),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (code, pid, epoch) = init(&mut c, -1, -1);
+    assert_eq!((code, epoch), (0, 0));
+    // KIP-360: the producer re-initialises with its current id and epoch: bumped.
+    assert_eq!(init(&mut c, pid, 0), (0, pid, 1));
+    // It retries because it lost that answer: the same answer, no second bump.
+    assert_eq!(init(&mut c, pid, 0), (0, pid, 1));
+    // An epoch that is neither current nor the previous one belongs to a fenced producer.
+    assert_eq!(init(&mut c, pid, 7).0, PRODUCER_FENCED);
+    // Without an id and epoch (a new producer instance): bumped again.
+    assert_eq!(init(&mut c, -1, -1), (0, pid, 2));
+}

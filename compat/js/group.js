@@ -20,26 +20,10 @@
 const kafkajs = require('kafkajs')
 const { AssignerProtocol } = kafkajs
 
-const { Kafka, logLevel } = kafkajs
+const { errorOf, newKafka: kafkaFor } = require('./common')
 
-const stderrLogCreator = () => ({ namespace, label, log }) => {
-  process.stderr.write(`${new Date().toISOString()} ${label} [${namespace}] ${JSON.stringify(log)}\n`)
-}
-
-const errorOf = e => ({ error: `${e && e.name}: ${e && e.message}`, type: e && e.type, stack: e && e.stack })
-
-function newKafka(bootstrap, clientId) {
-  return new Kafka({
-    clientId,
-    brokers: [bootstrap],
-    connectionTimeout: 3000,
-    requestTimeout: 15000,
-    // Enough retries to ride over a broker restart of a few seconds.
-    retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 2000 },
-    logLevel: process.env.KAFKAJS_DEBUG ? logLevel.DEBUG : logLevel.WARN,
-    logCreator: stderrLogCreator,
-  })
-}
+// Enough retries to ride over a broker restart of a few seconds.
+const newKafka = (bootstrap, clientId) => kafkaFor(bootstrap, { clientId, retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 2000 } })
 
 function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n')

@@ -21,7 +21,7 @@ const { createLogger, LEVELS } = require('kafkajs/src/loggers')
 const socketFactory = require('kafkajs/src/network/socketFactory')
 const codecs = require('./codecs')
 
-const { Kafka, CompressionTypes, logLevel } = kafkajs
+const { CompressionTypes } = kafkajs
 
 const PARTITIONS = 3
 const RECORDS_PER_CODEC = 12
@@ -36,12 +36,9 @@ const CODEC_TYPES = {
 // Set at creation; the test expects them back from DescribeConfigs.
 const CREATE_CONFIGS = { 'max.message.bytes': '2097152', 'retention.bytes': '1073741824' }
 
-const stderrLogCreator = () => ({ namespace, label, log }) => {
-  process.stderr.write(`${label} [${namespace}] ${JSON.stringify(log)}\n`)
-}
+const { stderrLogCreator, errorOf, newKafka } = require('./common')
 
 const hex = b => (b === null || b === undefined ? null : Buffer.from(b).toString('hex'))
-const errorOf = e => ({ error: `${e && e.name}: ${e && e.message}`, type: e && e.type, stack: e && e.stack })
 
 /**
  * The records of one codec: mostly keyed, explicit partitions round-robin, timestamps
@@ -85,18 +82,6 @@ function flattenHeaders(obj) {
     for (const one of Array.isArray(v) ? v : [v]) pairs.push([k, hex(one)])
   }
   return pairs
-}
-
-function newKafka(bootstrap) {
-  return new Kafka({
-    clientId: 'runnel-compat-kafkajs',
-    brokers: [bootstrap],
-    connectionTimeout: 3000,
-    requestTimeout: 15000,
-    retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1000 },
-    logLevel: logLevel.WARN,
-    logCreator: stderrLogCreator,
-  })
 }
 
 function newCluster(bootstrap) {

@@ -27,25 +27,9 @@
 
 const kafkajs = require('kafkajs')
 
-const { Kafka, logLevel } = kafkajs
+const { errorOf, newKafka: kafkaFor } = require('./common')
 
-const stderrLogCreator = () => ({ namespace, label, log }) => {
-  process.stderr.write(`${new Date().toISOString()} ${label} [${namespace}] ${JSON.stringify(log)}\n`)
-}
-
-const errorOf = e => ({ error: `${e && e.name}: ${e && e.message}`, type: e && e.type, stack: e && e.stack })
-
-function newKafka(bootstrap, clientId) {
-  return new Kafka({
-    clientId,
-    brokers: [bootstrap],
-    connectionTimeout: 3000,
-    requestTimeout: 15000,
-    retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 1000 },
-    logLevel: process.env.KAFKAJS_DEBUG ? logLevel.DEBUG : logLevel.WARN,
-    logCreator: stderrLogCreator,
-  })
-}
+const newKafka = (bootstrap, clientId) => kafkaFor(bootstrap, { clientId, retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 1000 } })
 
 async function step(out, name, fn) {
   try {

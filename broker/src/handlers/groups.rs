@@ -86,7 +86,7 @@ pub fn handle_find_coordinator(node: &Node, req: FindCoordinatorRequest, version
     }
 }
 
-fn partition_exists(node: &Node, topic: &str, partition: i32) -> bool {
+pub(super) fn partition_exists(node: &Node, topic: &str, partition: i32) -> bool {
     node.cluster().topics.get(topic).is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
 }
 
@@ -122,24 +122,13 @@ pub async fn handle_offset_commit(node: &Node, req: OffsetCommitRequest, _versio
     for t in &req.topics {
         let mut row = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let metadata_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
-            if metadata_len > node.coordinator.config.offset_metadata_max_bytes {
-                row.push(Some(ResponseError::OffsetMetadataTooLarge.code()));
-            } else if !partition_exists(node, &t.name, p.partition_index) {
-                row.push(Some(ResponseError::UnknownTopicOrPartition.code()));
-            } else {
-                accepted.push((
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                        commit_timestamp_ms: now,
-                    },
-                ));
-                row.push(None);
-            }
+            let offset = CommittedOffset {
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                commit_timestamp_ms: now,
+            };
+            row.push(accept_offset(node, &t.name, p.partition_index, offset, &mut accepted));
         }
         decided.push(row);
     }
@@ -166,6 +155,26 @@ pub async fn handle_offset_commit(node: &Node, req: OffsetCommitRequest, _versio
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The per-partition checks of OffsetCommit and TxnOffsetCommit: an error code for an
+/// offset refused now (metadata too large, unknown partition), or `None` after adding it
+/// to `accepted`, whose fate is the write of the whole request.
+pub(super) fn accept_offset(
+    node: &Node,
+    topic: &TopicName,
+    partition: i32,
+    offset: CommittedOffset,
+    accepted: &mut Vec<(String, i32, CommittedOffset)>,
+) -> Option<i16> {
+    if offset.metadata.as_ref().map_or(0, |m| m.len()) > node.coordinator.config.offset_metadata_max_bytes {
+        Some(ResponseError::OffsetMetadataTooLarge.code())
+    } else if !partition_exists(node, topic, partition) {
+        Some(ResponseError::UnknownTopicOrPartition.code())
+    } else {
+        accepted.push((topic.0.to_string(), partition, offset));
+        None
+    }
 }
 
 /// One group's committed offsets for OffsetFetch: `(topic, [(partition, offset or None)])`

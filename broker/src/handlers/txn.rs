@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
     TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
+use super::groups::{accept_offset, partition_exists};
 use super::metadata::str;
 use crate::clock::now_ms;
 use crate::coordinator::txn::TxnError;
@@ -60,10 +61,6 @@ pub async fn handle_init_producer_id(node: &Node, req: InitProducerIdRequest, ve
         Ok((pid, epoch)) => r.with_error_code(0).with_producer_id(ProducerId(pid)).with_producer_epoch(epoch),
         Err(e) => r.with_error_code(code_for(e, version, 4)),
     }
-}
-
-fn partition_exists(node: &Node, topic: &str, partition: i32) -> bool {
-    node.cluster().topics.get(topic).is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
 }
 
 pub async fn handle_add_partitions_to_txn(node: &Node, req: AddPartitionsToTxnRequest, version: i16) -> AddPartitionsToTxnResponse {
@@ -155,24 +152,13 @@ pub async fn handle_txn_offset_commit(node: &Node, req: TxnOffsetCommitRequest, 
     for t in &req.topics {
         let mut row = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let metadata_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
-            if metadata_len > node.coordinator.config.offset_metadata_max_bytes {
-                row.push(Some(ResponseError::OffsetMetadataTooLarge.code()));
-            } else if !partition_exists(node, &t.name, p.partition_index) {
-                row.push(Some(ResponseError::UnknownTopicOrPartition.code()));
-            } else {
-                staged.push((
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                        commit_timestamp_ms: now,
-                    },
-                ));
-                row.push(None);
-            }
+            let offset = CommittedOffset {
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                commit_timestamp_ms: now,
+            };
+            row.push(accept_offset(node, &t.name, p.partition_index, offset, &mut staged));
         }
         decided.push(row);
     }

@@ -59,7 +59,12 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect(self.addr()).is_ok() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("runnel exited with {status} before listening on {}", self.addr());
+            }
+            // A connect to a free loopback port can pick that same port as its own source
+            // port and connect to itself; that is not the broker listening.
+            if TcpStream::connect(self.addr()).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
