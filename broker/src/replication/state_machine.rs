@@ -33,9 +33,9 @@ pub(crate) struct PartitionStateMachine {
     last_applied: Option<LogId>,
     membership: Membership,
     snapshot: Option<(SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>)>,
-    /// When the producer state was last written to disk, and whether it changed since.
+    /// When the producer state was last written to disk, and the log id it reflected.
     producers_saved_ms: i64,
-    producers_dirty: bool,
+    producers_saved_at: Option<LogId>,
 }
 
 const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
@@ -147,21 +147,22 @@ impl PartitionStateMachine {
             membership,
             snapshot: None,
             producers_saved_ms: crate::clock::now_ms(),
-            producers_dirty: false,
+            producers_saved_at: last_applied,
         };
         sm.publish_high_watermark();
         sm
     }
 
-    /// Every `PRODUCER_SNAPSHOT_INTERVAL_MS` with changes: expire idle producers and write
-    /// the producer snapshot.
+    /// Every `PRODUCER_SNAPSHOT_INTERVAL_MS` in which entries were applied: expire idle
+    /// producers and write the producer snapshot. Also when no producer batch came: the
+    /// snapshot's log id bounds how much log a start after a crash replays.
     fn maybe_save_producers(&mut self) {
         let now = crate::clock::now_ms();
-        if !self.producers_dirty || now - self.producers_saved_ms < PRODUCER_SNAPSHOT_INTERVAL_MS {
+        if self.producers_saved_at == self.last_applied || now - self.producers_saved_ms < PRODUCER_SNAPSHOT_INTERVAL_MS {
             return;
         }
         self.producers_saved_ms = now;
-        self.producers_dirty = false;
+        self.producers_saved_at = self.last_applied;
         let expired = self.shared.producers().table.expire(now, self.shared.producer_expiration_ms);
         if expired > 0 {
             tracing::debug!(expired, "expired idle producer ids");
@@ -237,10 +238,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                             .entry_meta(e.log_id.index)
                             .map_err(|err| storage_err(ErrorSubject::Apply(e.log_id), ErrorVerb::Read, err))?;
                         let base_offset = meta.map(|m| m.base_offset).unwrap_or(-1);
-                        let mut producers = self.shared.producers();
-                        if apply_to_producers(&mut producers.table, batch, base_offset) {
-                            self.producers_dirty = true;
-                        }
+                        apply_to_producers(&mut self.shared.producers().table, batch, base_offset);
                         PartitionReply { base_offset }
                     }
                     EntryPayload::Blank => PartitionReply { base_offset: -1 },
@@ -280,7 +278,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             membership: self.membership.clone(),
             snapshot: None,
             producers_saved_ms: self.producers_saved_ms,
-            producers_dirty: false,
+            producers_saved_at: self.producers_saved_at,
         })
     }
 
