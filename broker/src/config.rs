@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Close a connection with no request for this long (connections.max.idle.ms) [default: 600000]
     #[arg(long, env = "RUNNEL_CONNECTIONS_MAX_IDLE_MS", value_name = "MS")]
     pub connections_max_idle_ms: Option<String>,
+    /// Once the first byte of a request arrives, the whole request must arrive within this time, or the connection is closed (slow clients cannot hold a connection and its buffer) [default: 30000]
+    #[arg(long, env = "RUNNEL_REQUEST_READ_TIMEOUT_MS", value_name = "MS")]
+    pub request_read_timeout_ms: Option<String>,
     /// Requests one connection may have in progress before the broker stops reading it [default: 100]
     #[arg(long, env = "RUNNEL_MAX_INFLIGHT_REQUESTS", value_name = "N")]
     pub max_inflight_requests: Option<String>,
@@ -145,6 +148,7 @@ struct FileSettings {
     max_request_bytes: Option<serde_norway::Value>,
     max_connections: Option<serde_norway::Value>,
     connections_max_idle_ms: Option<serde_norway::Value>,
+    request_read_timeout_ms: Option<serde_norway::Value>,
     max_inflight_requests: Option<serde_norway::Value>,
     message_max_bytes: Option<serde_norway::Value>,
     log_segment_bytes: Option<serde_norway::Value>,
@@ -183,6 +187,7 @@ pub struct NodeConfig {
     pub max_request_bytes: usize,
     pub max_connections: usize,
     pub connections_max_idle: Duration,
+    pub request_read_timeout: Duration,
     pub max_inflight_requests: usize,
     pub message_max_bytes: u32,
     pub log_segment_bytes: u64,
@@ -211,6 +216,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("max_request_bytes", "104857600"),
     ("max_connections", "10000"),
     ("connections_max_idle_ms", "600000"),
+    ("request_read_timeout_ms", "30000"),
     ("max_inflight_requests", "100"),
     ("message_max_bytes", "1048588"),
     ("log_segment_bytes", "1073741824"),
@@ -240,6 +246,7 @@ impl Default for NodeConfig {
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
             connections_max_idle: Duration::from_millis(600_000),
+            request_read_timeout: Duration::from_millis(30_000),
             max_inflight_requests: 100,
             message_max_bytes: 1_048_588,
             log_segment_bytes: 1024 * 1024 * 1024,
@@ -401,6 +408,13 @@ impl NodeConfig {
             1,
             u64::MAX / 2,
         )?;
+        let request_read_timeout_ms = parse_num(
+            "request_read_timeout_ms",
+            pick(args.request_read_timeout_ms, file.request_read_timeout_ms),
+            30_000u64,
+            1,
+            3_600_000,
+        )?;
         let max_inflight_requests = parse_num(
             "max_inflight_requests",
             pick(args.max_inflight_requests, file.max_inflight_requests),
@@ -473,6 +487,7 @@ impl NodeConfig {
             max_request_bytes,
             max_connections,
             connections_max_idle: Duration::from_millis(idle_ms),
+            request_read_timeout: Duration::from_millis(request_read_timeout_ms),
             max_inflight_requests,
             message_max_bytes,
             log_segment_bytes,

@@ -78,6 +78,7 @@ async fn run(config: &mut NodeConfig) -> anyhow::Result<()> {
         max_connections: config.max_connections,
         max_request_bytes: config.max_request_bytes,
         idle_timeout: config.connections_max_idle,
+        request_read_timeout: config.request_read_timeout,
         max_inflight_requests: config.max_inflight_requests,
     };
     let dispatcher = Arc::new(Dispatcher::new(node.clone()));

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use common::{s, Broker, Client};
+use common::{proc_status_kib, s, Broker, Client};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
@@ -139,20 +139,11 @@ fn stale_generations_and_unknown_members_get_kafkas_error_codes() {
     assert_eq!(heartbeat(&mut c, "g", &member, 1), UNKNOWN_MEMBER_ID, "the member left");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[test]
 fn a_thousand_members_joining_at_once_finish_in_one_bounded_rebalance() {
     let b = Broker::start(&["--group-initial-rebalance-delay-ms", "300"]);
     let pid = b.child.as_ref().expect("running").id();
-    let before = rss_kib(pid);
+    let before = proc_status_kib(pid, "VmRSS");
     let started = Instant::now();
     // Ten connections, each pipelining 100 JoinGroup v3 requests (members are added at once
     // before v4); every answer waits for the same rebalance.
@@ -188,7 +179,7 @@ fn a_thousand_members_joining_at_once_finish_in_one_bounded_rebalance() {
     leaders.dedup();
     assert_eq!(leaders.len(), 1, "one leader");
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
-    let grown = rss_kib(pid).saturating_sub(before);
+    let grown = proc_status_kib(pid, "VmRSS").saturating_sub(before);
     assert!(grown < 100 * 1024, "RSS grew by {grown} KiB");
 }
 

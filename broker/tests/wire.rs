@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{batch, create_topic, produce, s, Broker, Client};
+use common::{batch, create_topic, produce, proc_status_kib, s, Broker, Client};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -357,4 +357,39 @@ fn offset_for_leader_epoch_answers_the_end_of_the_current_epoch_and_checks_the_c
         assert_eq!(offset_for_epoch(&mut c, "epochs", epoch, epoch - 1).0, 74);
     }
     assert_eq!(offset_for_epoch(&mut c, "nope", epoch, -1).0, 3);
+}
+
+#[test]
+fn a_client_trickling_a_request_is_cut_off_and_its_declared_length_costs_nothing_up_front() {
+    use std::io::{Read, Write};
+    let b = Broker::start(&["--request-read-timeout-ms", "1500"]);
+    let pid = b.child.as_ref().expect("running").id();
+    let before = proc_status_kib(pid, "VmSize");
+    // 30 connections each declare a 90 MiB request and send one byte of it.
+    let mut slow: Vec<std::net::TcpStream> = (0..30)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(b.addr()).expect("connect");
+            s.write_all(&(90i32 << 20).to_be_bytes()).expect("length");
+            s.write_all(&[0]).expect("first byte");
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let grown_mib = proc_status_kib(pid, "VmSize").saturating_sub(before) / 1024;
+    assert!(grown_mib < 512, "declared lengths were allocated up front: address space grew {grown_mib} MiB");
+    // A well-behaved client is served meanwhile.
+    let mut c = b.client();
+    assert_eq!(create_topic(&mut c, "served", 1, &[]).topics[0].error_code, 0);
+    // Past the timeout every trickling connection is closed by the broker.
+    for s in &mut slow {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+        let _ = s.write_all(&[0; 16]);
+        let mut buf = [0u8; 1];
+        let started = std::time::Instant::now();
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => assert!(started.elapsed() < std::time::Duration::from_secs(9), "closed by the broker, not by our timeout"),
+            Ok(n) => panic!("the broker answered {n} bytes to an unfinished request"),
+        }
+    }
+    assert_eq!(create_topic(&mut c, "still-served", 1, &[]).topics[0].error_code, 0);
 }

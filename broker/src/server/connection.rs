@@ -5,11 +5,13 @@
 //! Bounds: a frame larger than `max_request_bytes` closes the connection before anything is
 //! allocated for it; at most `max_inflight_requests` requests are in progress, after which
 //! the connection is not read until responses have gone out (backpressure); a connection
-//! with no request for `idle_timeout` is closed.
+//! with no request for `idle_timeout` is closed, and so is one that takes longer than
+//! `request_read_timeout` to send the rest of a request it has begun. A request's buffer
+//! grows with the bytes that actually arrive, never to its declared length up front.
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -24,6 +26,7 @@ use crate::protocol::codec::{decode_request, Decoded};
 pub(super) struct ConnectionLimits {
     pub max_request_bytes: usize,
     pub idle_timeout: Duration,
+    pub request_read_timeout: Duration,
     pub max_inflight_requests: usize,
 }
 
@@ -31,28 +34,54 @@ pub(super) struct ConnectionLimits {
 enum ReadOutcome {
     Frame(Bytes),
     Closed,
+    /// No request began within the idle timeout.
+    Idle,
 }
 
+/// Bytes a request buffer starts with; it grows (doubling) as more of the frame arrives.
+const INITIAL_FRAME_BUFFER: usize = 64 * 1024;
+
+/// Reads one frame. Waits up to `idle` for its first byte, then up to `deadline` for the rest.
 async fn read_frame<R: AsyncReadExt + Unpin>(
     reader: &mut R,
     max: usize,
+    idle: Duration,
+    deadline: Duration,
 ) -> std::io::Result<ReadOutcome> {
     let mut len_buf = [0u8; 4];
     // A clean close happens between frames: EOF on the first byte.
-    match reader.read(&mut len_buf[..1]).await? {
-        0 => return Ok(ReadOutcome::Closed),
-        _ => reader.read_exact(&mut len_buf[1..]).await?,
-    };
-    let len = i32::from_be_bytes(len_buf);
-    if len < 0 || len as usize > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes is outside 0..={max}"),
-        ));
+    match tokio::time::timeout(idle, reader.read(&mut len_buf[..1])).await {
+        Err(_) => return Ok(ReadOutcome::Idle),
+        Ok(r) => {
+            if r? == 0 {
+                return Ok(ReadOutcome::Closed);
+            }
+        }
     }
-    let mut buf = BytesMut::zeroed(len as usize);
-    reader.read_exact(&mut buf).await?;
-    Ok(ReadOutcome::Frame(buf.freeze()))
+    let rest = async {
+        reader.read_exact(&mut len_buf[1..]).await?;
+        let len = i32::from_be_bytes(len_buf);
+        if len < 0 || len as usize > max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes is outside 0..={max}"),
+            ));
+        }
+        let len = len as usize;
+        let mut buf = Vec::with_capacity(len.min(INITIAL_FRAME_BUFFER));
+        let got = reader.take(len as u64).read_to_end(&mut buf).await?;
+        if got < len {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed inside a frame"));
+        }
+        Ok(ReadOutcome::Frame(Bytes::from(buf)))
+    };
+    match tokio::time::timeout(deadline, rest).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("request not complete {} ms after its first byte", deadline.as_millis()),
+        )),
+    }
 }
 
 pub(super) async fn run_connection(
@@ -71,23 +100,23 @@ pub(super) async fn run_connection(
         let next = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            r = tokio::time::timeout(limits.idle_timeout, read_frame(&mut reader, limits.max_request_bytes)) => r,
+            r = read_frame(&mut reader, limits.max_request_bytes, limits.idle_timeout, limits.request_read_timeout) => r,
         };
         let frame = match next {
-            Err(_) => {
+            Ok(ReadOutcome::Idle) => {
                 debug!("idle timeout; closing");
                 break;
             }
-            Ok(Err(e)) => {
-                if e.kind() == std::io::ErrorKind::InvalidData {
+            Err(e) => {
+                if matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::TimedOut) {
                     warn!(error = %e, "closing connection");
                 } else {
                     debug!(error = %e, "read failed; closing");
                 }
                 break;
             }
-            Ok(Ok(ReadOutcome::Closed)) => break,
-            Ok(Ok(ReadOutcome::Frame(f))) => f,
+            Ok(ReadOutcome::Closed) => break,
+            Ok(ReadOutcome::Frame(f)) => f,
         };
         let pending = match decode_request(frame) {
             Ok(Decoded::Request(req)) => dispatcher.submit(req, &client_host).await,

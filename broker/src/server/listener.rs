@@ -17,6 +17,7 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     pub max_request_bytes: usize,
     pub idle_timeout: Duration,
+    pub request_read_timeout: Duration,
     pub max_inflight_requests: usize,
 }
 
@@ -32,6 +33,7 @@ pub async fn serve(
     let conn_limits = ConnectionLimits {
         max_request_bytes: limits.max_request_bytes,
         idle_timeout: limits.idle_timeout,
+        request_read_timeout: limits.request_read_timeout,
         max_inflight_requests: limits.max_inflight_requests,
     };
     let mut tasks = JoinSet::new();

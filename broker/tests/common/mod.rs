@@ -266,3 +266,13 @@ pub fn producer_batch(producer_id: i64, epoch: i16, base_sequence: i32, n: usize
         .expect("encode batch");
     buf.freeze()
 }
+
+/// A size field of `/proc/<pid>/status` (`VmRSS`, `VmSize`, ...) in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|v| v.strip_prefix(':')))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
