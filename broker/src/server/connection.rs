@@ -39,7 +39,7 @@ enum ReadOutcome {
 }
 
 /// Bytes a request buffer starts with; it grows (doubling) as more of the frame arrives.
-const INITIAL_FRAME_BUFFER: usize = 64 * 1024;
+const INITIAL_FRAME_BUFFER: usize = 256 * 1024;
 
 /// Reads one frame. Waits up to `idle` for its first byte, then up to `deadline` for the rest.
 async fn read_frame<R: AsyncReadExt + Unpin>(
