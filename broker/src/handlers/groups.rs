@@ -122,12 +122,7 @@ pub async fn handle_offset_commit(node: &Node, req: OffsetCommitRequest, _versio
     for t in &req.topics {
         let mut row = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let offset = CommittedOffset {
-                offset: p.committed_offset,
-                leader_epoch: p.committed_leader_epoch,
-                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                commit_timestamp_ms: now,
-            };
+            let offset = committed_offset(p.committed_offset, p.committed_leader_epoch, p.committed_metadata.as_ref(), now);
             row.push(accept_offset(node, &t.name, p.partition_index, offset, &mut accepted));
         }
         decided.push(row);
@@ -155,6 +150,11 @@ pub async fn handle_offset_commit(node: &Node, req: OffsetCommitRequest, _versio
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// An offset as OffsetCommit and TxnOffsetCommit carry it, committed at `now`.
+pub(super) fn committed_offset(offset: i64, leader_epoch: i32, metadata: Option<&StrBytes>, now: i64) -> CommittedOffset {
+    CommittedOffset { offset, leader_epoch, metadata: metadata.map(|m| m.to_string()), commit_timestamp_ms: now }
 }
 
 /// The per-partition checks of OffsetCommit and TxnOffsetCommit: an error code for an

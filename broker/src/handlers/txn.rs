@@ -19,11 +19,11 @@ use kafka_protocol::messages::{
     TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
-use super::groups::{accept_offset, partition_exists};
+use super::groups::{accept_offset, committed_offset, partition_exists};
 use super::metadata::str;
 use crate::clock::now_ms;
 use crate::coordinator::txn::TxnError;
-use crate::coordinator::{CommittedOffset, CoordinatorError};
+use crate::coordinator::CoordinatorError;
 use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
 
@@ -152,12 +152,7 @@ pub async fn handle_txn_offset_commit(node: &Node, req: TxnOffsetCommitRequest, 
     for t in &req.topics {
         let mut row = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let offset = CommittedOffset {
-                offset: p.committed_offset,
-                leader_epoch: p.committed_leader_epoch,
-                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                commit_timestamp_ms: now,
-            };
+            let offset = committed_offset(p.committed_offset, p.committed_leader_epoch, p.committed_metadata.as_ref(), now);
             row.push(accept_offset(node, &t.name, p.partition_index, offset, &mut staged));
         }
         decided.push(row);
