@@ -61,9 +61,7 @@ fn log_filter(level: &str) -> String {
 }
 
 async fn run(config: &mut NodeConfig) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let listener = bind(config.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let bound = listener.local_addr()?;
     if config.advertise_port == 0 {
         config.advertise_port = bound.port();
@@ -93,6 +91,18 @@ async fn run(config: &mut NodeConfig) -> anyhow::Result<()> {
     node.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// Connections the kernel completes before the node accepts them. The std default (128)
+/// overflows when many clients connect at once (every one past it waits a SYN
+/// retransmission, one second); 1024 is what `tokio::net::TcpListener::bind` would pick.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn wait_for_signal() {

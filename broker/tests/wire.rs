@@ -393,3 +393,26 @@ fn a_client_trickling_a_request_is_cut_off_and_its_declared_length_costs_nothing
     }
     assert_eq!(create_topic(&mut c, "still-served", 1, &[]).topics[0].error_code, 0);
 }
+
+#[test]
+fn five_thousand_idle_connections_are_held_while_a_client_is_served() {
+    let b = Broker::start(&[]);
+    let pid = b.child.as_ref().expect("running").id();
+    let before = proc_status_kib(pid, "VmRSS");
+    let idle: Vec<std::net::TcpStream> = (0..5000).map(|_| std::net::TcpStream::connect(b.addr()).expect("connect")).collect();
+    // Every connection is accepted and kept: one in the middle and the last still answer.
+    for i in [2500, 4999] {
+        let mut c = Client::on(idle[i].try_clone().expect("clone"));
+        match c.request(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default())) {
+            ResponseKind::ApiVersions(r) => assert_eq!(r.error_code, 0),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut c = b.client();
+    assert_eq!(create_topic(&mut c, "busy", 1, &[]).topics[0].error_code, 0);
+    let r = produce(&mut c, 9, "busy", 0, batch(&[(None, "v", 1)], Compression::None), -1).expect("response");
+    assert_eq!(r.error_code, 0);
+    let grown_mib = proc_status_kib(pid, "VmRSS").saturating_sub(before) / 1024;
+    assert!(grown_mib < 200, "5000 idle connections cost {grown_mib} MiB of RSS");
+    drop(idle);
+}

@@ -126,6 +126,12 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client on a connection opened elsewhere.
+    pub fn on(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        Client { stream, correlation: 0 }
+    }
+
     pub fn connect(addr: &str) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
