@@ -416,3 +416,72 @@ fn five_thousand_idle_connections_are_held_while_a_client_is_served() {
     assert!(grown_mib < 200, "5000 idle connections cost {grown_mib} MiB of RSS");
     drop(idle);
 }
+
+/// Sends `n` ApiVersions requests back to back on `c` without reading; returns their
+/// correlation ids in order.
+fn pipeline_api_versions(c: &mut Client, n: usize) -> Vec<i32> {
+    let mut ids = Vec::with_capacity(n);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let frame = c.encode_request(ApiKey::ApiVersions, 3, &RequestKind::ApiVersions(ApiVersionsRequest::default()));
+        ids.push(i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]));
+        out.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::io::Write::write_all(&mut c.stream, &out).expect("write pipelined requests");
+    ids
+}
+
+/// Reads `ids.len()` responses and checks they carry `ids` in order.
+fn read_in_order(c: &mut Client, ids: &[i32]) {
+    for want in ids {
+        let frame = c.read_frame().expect("response");
+        let got = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        assert_eq!(got, *want, "responses out of order");
+    }
+}
+
+#[test]
+fn a_hundred_connections_pipelining_a_hundred_requests_are_answered_in_order() {
+    let b = Broker::start(&[]);
+    let threads: Vec<_> = (0..100)
+        .map(|_| {
+            let addr = b.addr();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                let ids = pipeline_api_versions(&mut c, 100);
+                read_in_order(&mut c, &ids);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_responses_does_not_grow_broker_memory() {
+    let b = Broker::start(&[]);
+    let pid = b.child.as_ref().expect("running").id();
+    let mut c = b.client();
+    let before = proc_status_kib(pid, "VmRSS");
+    // 300,000 requests (some 80 MB of responses, far beyond the socket buffers), written from
+    // another thread: the broker stops reading once its in-flight bound is reached, and the
+    // writes block once the kernel's buffers are full.
+    let mut writer = Client::on(c.stream.try_clone().expect("clone"));
+    let sender = std::thread::spawn(move || (0..300).flat_map(|_| pipeline_api_versions(&mut writer, 1000)).collect::<Vec<_>>());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let grown_mib = proc_status_kib(pid, "VmRSS").saturating_sub(before) / 1024;
+    assert!(grown_mib < 32, "unread responses grew the broker by {grown_mib} MiB");
+    assert!(!sender.is_finished(), "the broker read every request although no response was read");
+    // Reading resumes the flow: every response arrives, in order.
+    c.stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+    let got: Vec<i32> = (0..300_000)
+        .map(|i| {
+            let frame = c.read_frame().unwrap_or_else(|| panic!("connection closed after {i} responses"));
+            i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]])
+        })
+        .collect();
+    let ids = sender.join().expect("sender");
+    assert_eq!(got, ids, "responses out of order");
+}
