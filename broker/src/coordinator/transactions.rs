@@ -37,9 +37,6 @@ pub struct TxnConfig {
     pub cleanup_interval_ms: u64,
 }
 
-/// A transaction as ListTransactions and DescribeTransactions report it.
-pub type TxnSnapshot = TxnRecord;
-
 type Slot = Arc<AsyncMutex<Option<TxnRecord>>>;
 
 /// Producer id -> (current epoch, partitions of its open transaction).
@@ -145,13 +142,10 @@ impl TransactionCoordinator {
         }
     }
 
-    async fn new_producer_id(&self) -> Result<i64, CoordinatorError> {
+    /// A producer id never handed out before (also for idempotent producers without a
+    /// transactional id).
+    pub async fn new_producer_id(&self) -> Result<i64, CoordinatorError> {
         self.host.new_producer_id().await.map_err(CoordinatorError::Unavailable)
-    }
-
-    /// A producer id for an idempotent producer without a transactional id.
-    pub async fn idempotent_producer_id(&self) -> Result<i64, CoordinatorError> {
-        self.new_producer_id().await
     }
 
     /// InitProducerId for a transactional id: (producer id, epoch).
@@ -303,7 +297,7 @@ impl TransactionCoordinator {
     }
 
     /// Every known transaction (ListTransactions, DescribeTransactions).
-    pub async fn transactions(&self) -> Vec<TxnSnapshot> {
+    pub async fn transactions(&self) -> Vec<TxnRecord> {
         let slots: Vec<Slot> = self.slots.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let mut out = Vec::with_capacity(slots.len());
         for s in slots {

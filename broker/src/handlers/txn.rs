@@ -50,7 +50,7 @@ pub async fn handle_init_producer_id(node: &Node, req: InitProducerIdRequest, ve
     let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
     let result = match req.transactional_id.as_ref().map(|t| t.0.to_string()) {
         // An idempotent producer: a fresh id every time (also when it re-initialises).
-        None => node.transactions.idempotent_producer_id().await.map(|id| (id, 0)),
+        None => node.transactions.new_producer_id().await.map(|id| (id, 0)),
         Some(id) if id.is_empty() => return r.with_error_code(ResponseError::InvalidRequest.code()),
         Some(id) => match check_active(node) {
             Ok(()) => node.transactions.init_producer_id(&id, req.transaction_timeout_ms, expected).await,

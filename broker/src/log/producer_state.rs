@@ -175,11 +175,6 @@ impl ProducerStateTable {
         self.pending.remove(&producer_id);
     }
 
-    /// Forgets all pending batches (leadership lost).
-    pub fn release_all(&mut self) {
-        self.pending.clear();
-    }
-
     /// Applies a committed batch stored at `base_offset`. `marker` is the control type of a
     /// control batch. Apply never fails: the leader checked the batch before proposing it.
     pub fn apply(&mut self, h: &BatchHeader, base_offset: i64, marker: Option<(ControlType, i32)>) {
@@ -261,11 +256,6 @@ impl ProducerStateTable {
         self.producers.get(&producer_id)
     }
 
-    /// Producers with their entries (DescribeProducers, metrics).
-    pub fn producers(&self) -> impl Iterator<Item = (&i64, &ProducerEntry)> {
-        self.producers.iter()
-    }
-
     /// Forgets producers idle for `max_idle_ms` without an open transaction (Kafka's
     /// `producer.id.expiration.ms`). Returns how many were removed.
     pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
@@ -275,12 +265,6 @@ impl ProducerStateTable {
         before - self.producers.len()
     }
 
-    /// Drops aborted-transaction records wholly below `log_start_offset` (after retention).
-    pub fn trim_aborted(&mut self, log_start_offset: i64) {
-        while self.aborted.front().is_some_and(|a| a.last_offset < log_start_offset) {
-            self.aborted.pop_front();
-        }
-    }
 }
 
 #[cfg(test)]

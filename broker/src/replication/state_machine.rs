@@ -238,7 +238,10 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                             .entry_meta(e.log_id.index)
                             .map_err(|err| storage_err(ErrorSubject::Apply(e.log_id), ErrorVerb::Read, err))?;
                         let base_offset = meta.map(|m| m.base_offset).unwrap_or(-1);
-                        apply_to_producers(&mut self.shared.producers().table, batch, base_offset);
+                        // The table and the log id it reflects change under one lock.
+                        let mut producers = self.shared.producers();
+                        apply_to_producers(&mut producers.table, batch, base_offset);
+                        producers.applied = Some(e.log_id);
                         PartitionReply { base_offset }
                     }
                     EntryPayload::Blank => PartitionReply { base_offset: -1 },
@@ -248,8 +251,10 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                         PartitionReply { base_offset: -1 }
                     }
                 };
+                if !matches!(e.payload, EntryPayload::Normal(_)) {
+                    self.shared.producers().applied = Some(e.log_id);
+                }
                 self.last_applied = Some(e.log_id);
-                self.shared.producers().applied = Some(e.log_id);
                 replies.push(reply);
             }
         }

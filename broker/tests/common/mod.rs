@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
     ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 /// A running broker process; killed when dropped.
 pub struct Broker {
@@ -186,30 +187,37 @@ pub fn s(x: &str) -> StrBytes {
 
 /// Encodes records into one v2 batch with the given compression.
 pub fn batch(records: &[(Option<&str>, &str, i64)], compression: kafka_protocol::records::Compression) -> Bytes {
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, (k, v, ts))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol starts a new batch when offset - sequence changes; keeping it
-            // constant yields one batch with base sequence -1 (no idempotence).
-            sequence: i as i32 - 1,
-            timestamp: *ts,
-            key: k.map(|k| Bytes::from(k.to_string())),
-            value: Some(Bytes::from(v.to_string())),
-            headers: Default::default(),
-        })
+        .map(|(i, (k, v, ts))| plain_record(i, k.map(|k| Bytes::from(k.to_string())), Bytes::from(v.to_string()), *ts))
         .collect();
+    encode(&recs, compression)
+}
+
+/// Record `i` of a batch without a producer id. kafka-protocol starts a new batch when
+/// offset - sequence changes; keeping it constant yields one batch with base sequence -1.
+fn plain_record(i: usize, key: Option<Bytes>, value: Bytes, timestamp: i64) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: i as i64,
+        sequence: i as i32 - 1,
+        timestamp,
+        key,
+        value: Some(value),
+        headers: Default::default(),
+    }
+}
+
+fn encode(records: &[Record], compression: kafka_protocol::records::Compression) -> Bytes {
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression }).expect("encode batch");
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression }).expect("encode batch");
     buf.freeze()
 }
 
@@ -249,28 +257,14 @@ pub fn produce(c: &mut Client, version: i16, topic: &str, partition: i32, record
 /// One idempotent (or transactional) batch of `n` records from `producer_id` at `epoch`,
 /// sequence numbers from `base_sequence`.
 pub fn producer_batch(producer_id: i64, epoch: i16, base_sequence: i32, n: usize, transactional: bool) -> Bytes {
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let recs: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: base_sequence + i as i32,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(format!("{producer_id}-{epoch}-{}", base_sequence + i as i32))),
-            headers: Default::default(),
+        .map(|i| {
+            let sequence = base_sequence + i as i32;
+            let value = Bytes::from(format!("{producer_id}-{epoch}-{sequence}"));
+            Record { transactional, producer_id, producer_epoch: epoch, sequence, ..plain_record(i, None, value, 1_700_000_000_000) }
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression: kafka_protocol::records::Compression::None })
-        .expect("encode batch");
-    buf.freeze()
+    encode(&recs, kafka_protocol::records::Compression::None)
 }
 
 /// A size field of `/proc/<pid>/status` (`VmRSS`, `VmSize`, ...) in KiB.
