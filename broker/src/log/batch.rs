@@ -1,12 +1,13 @@
 //! Kafka record batch (magic v2) header parsing and produce-side validation.
 //! Pure functions over bytes: no I/O, no segments, no raft. Rewriting the
 //! broker-assigned fields (baseOffset, partitionLeaderEpoch) when storing a batch is
-//! done by `segment.rs`; compressed record sections are never decoded here.
+//! done by `segment.rs`; the records inside a batch are walked by `records.rs`.
 
 use bytes::Bytes;
 
 use super::codec::{FieldReader, FieldWriter};
 use super::error::LogError;
+use super::records;
 
 /// Size of the fixed v2 batch header; records start right after it.
 pub const BATCH_HEADER_SIZE: usize = 61;
@@ -75,9 +76,9 @@ impl BatchHeader {
             2 => Ok(Compression::Snappy),
             3 => Ok(Compression::Lz4),
             4 => Ok(Compression::Zstd),
-            other => Err(LogError::corrupt_batch(format!(
-                "unknown compression codec {other}"
-            ))),
+            other => Err(LogError::InvalidRecords {
+                reason: format!("unknown compression codec {other}"),
+            }),
         }
     }
 
@@ -166,10 +167,11 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, LogError> {
 /// one or more consecutive v2 batches, and split it into zero-copy per-batch slices.
 ///
 /// Per batch: magic 2, `batchLength >= 49` and within the buffer (a trailing partial
-/// batch is `CorruptBatch`), size `<= max_message_bytes`, CRC-32C, known codec,
-/// `recordCount >= 1 && recordCount == lastOffsetDelta + 1`, and for uncompressed
-/// batches a walk over the records' varint length prefixes that must cover exactly
-/// `recordCount` records and end at the batch end. An empty buffer yields no batches;
+/// batch is `InvalidRecords`), size `<= max_message_bytes`, CRC-32C, known codec,
+/// `recordCount >= 1 && recordCount == lastOffsetDelta + 1`, and a walk over the records
+/// (`records.rs`) that must find exactly `recordCount` well-formed records ending at the
+/// end of the batch; for a compressed batch, at the end of the decompressed stream, which
+/// is read through (as Kafka does) but never held in memory. An empty buffer yields no batches;
 /// whether that is acceptable is the caller's decision. Control batches are not
 /// rejected here either (the caller knows whether the writer may send them).
 pub fn validate_produce_records(
@@ -184,11 +186,8 @@ pub fn validate_produce_records(
         let len = usize::try_from(size)
             .ok()
             .filter(|len| *len <= rest.len())
-            .ok_or_else(|| {
-                LogError::corrupt_batch(format!(
-                    "batch at byte {pos} declares {size} bytes but only {} remain",
-                    rest.len()
-                ))
+            .ok_or_else(|| LogError::InvalidRecords {
+                reason: format!("batch at byte {pos} declares {size} bytes but only {} remain", rest.len()),
             })?;
         if size > u64::from(max_message_bytes) {
             return Err(LogError::MessageTooLarge {
@@ -202,9 +201,11 @@ pub fn validate_produce_records(
         check_crc(batch, &header)?;
         let compression = header.compression()?;
         check_record_count(&header)?;
+        let section = batch.get(BATCH_HEADER_SIZE..).unwrap_or_default();
         if compression == Compression::None {
-            let section = batch.get(BATCH_HEADER_SIZE..).unwrap_or_default();
-            walk_records(section, header.record_count)?;
+            records::walk_plain(section, header.record_count)?;
+        } else {
+            records::walk_compressed(section, compression, header.record_count)?;
         }
         batches.push(ValidatedBatch {
             bytes: records.slice(pos..pos + len),
@@ -298,37 +299,6 @@ fn check_record_count(header: &BatchHeader) -> Result<(), LogError> {
             record_count: header.record_count,
             last_offset_delta: header.last_offset_delta,
         });
-    }
-    Ok(())
-}
-
-/// Walk the length prefixes of an uncompressed record section without decoding records.
-fn walk_records(section: &[u8], record_count: i32) -> Result<(), LogError> {
-    let mut pos = 0usize;
-    for seen in 0..record_count {
-        let rest = section.get(pos..).unwrap_or_default();
-        if rest.is_empty() {
-            return Err(LogError::corrupt_batch(format!(
-                "record count mismatch: header says {record_count} records, found {seen}"
-            )));
-        }
-        let (len, prefix) = read_varint(rest)?;
-        let len = usize::try_from(len).map_err(|_| {
-            LogError::corrupt_batch(format!("record {seen} has negative length {len}"))
-        })?;
-        if len > rest.len() - prefix {
-            return Err(LogError::corrupt_batch(format!(
-                "truncated records: record {seen} needs {len} bytes, {} remain",
-                rest.len() - prefix
-            )));
-        }
-        pos += prefix + len;
-    }
-    if pos != section.len() {
-        return Err(LogError::corrupt_batch(format!(
-            "record count mismatch: {} bytes left after {record_count} records",
-            section.len() - pos
-        )));
     }
     Ok(())
 }
@@ -437,7 +407,7 @@ mod tests {
             h.attributes = bits;
             assert!(matches!(
                 h.compression(),
-                Err(LogError::CorruptBatch { .. })
+                Err(LogError::InvalidRecords { .. })
             ));
         }
         h.attributes = 0x08 | 0x20;
@@ -523,7 +493,7 @@ mod tests {
         let second = simple_batch(1, 5, 0);
         raw.extend_from_slice(&second[..second.len() - 3]);
         let err = validate_produce_records(&bytes_of(raw.clone()), 1 << 20).expect_err("partial");
-        assert!(matches!(err, LogError::CorruptBatch { .. }), "{err}");
+        assert!(matches!(err, LogError::InvalidRecords { .. }), "{err}");
         // A trailing fragment shorter than a header is rejected too.
         let first_len = simple_batch(2, 5, 0).len();
         raw.truncate(first_len + 20);
@@ -541,7 +511,7 @@ mod tests {
         fix_crc(&mut raw);
         let err = validate_produce_records(&bytes_of(raw), 1 << 20).expect_err("wrong length");
         assert!(
-            matches!(err, LogError::CorruptBatch { ref reason } if reason.contains("truncated records")),
+            matches!(err, LogError::InvalidRecords { ref reason } if reason.contains("truncated records")),
             "{err}"
         );
         // batchLength below the minimum.
@@ -604,7 +574,7 @@ mod tests {
         fix_crc(&mut raw);
         let err = validate_produce_records(&bytes_of(raw), 1 << 20).expect_err("extra records");
         assert!(
-            matches!(err, LogError::CorruptBatch { ref reason } if reason.contains("record count mismatch")),
+            matches!(err, LogError::InvalidRecords { ref reason } if reason.contains("record count mismatch")),
             "{err}"
         );
     }
@@ -617,7 +587,7 @@ mod tests {
         fix_crc(&mut raw);
         let err = validate_produce_records(&bytes_of(raw), 1 << 20).expect_err("missing records");
         assert!(
-            matches!(err, LogError::CorruptBatch { ref reason } if reason.contains("record count mismatch")),
+            matches!(err, LogError::InvalidRecords { ref reason } if reason.contains("record count mismatch")),
             "{err}"
         );
     }
@@ -632,10 +602,7 @@ mod tests {
         raw[61] = prefix[0];
         fix_crc(&mut raw);
         let err = validate_produce_records(&bytes_of(raw), 1 << 20).expect_err("truncated");
-        assert!(
-            matches!(err, LogError::CorruptBatch { ref reason } if reason.contains("truncated records")),
-            "{err}"
-        );
+        assert!(matches!(err, LogError::InvalidRecords { .. }), "{err}");
     }
 
     #[test]
@@ -645,26 +612,57 @@ mod tests {
         fix_crc(&mut raw);
         let err = validate_produce_records(&bytes_of(raw), 1 << 20).expect_err("codec 6");
         assert!(
-            matches!(err, LogError::CorruptBatch { ref reason } if reason.contains("codec")),
+            matches!(err, LogError::InvalidRecords { ref reason } if reason.contains("codec")),
             "{err}"
         );
     }
 
+    /// `raw` (an uncompressed batch) with its records section gzipped, re-signed.
+    fn gzipped(raw: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&raw[BATCH_HEADER_SIZE..]).expect("gzip");
+        let mut out = raw[..BATCH_HEADER_SIZE].to_vec();
+        out.extend(enc.finish().expect("gzip"));
+        let len = (out.len() - LOG_OVERHEAD) as i32;
+        set_i32(&mut out, 8, len);
+        set_i16(&mut out, 21, 1);
+        fix_crc(&mut out);
+        out
+    }
+
     #[test]
-    fn validate_skips_the_record_walk_for_compressed_batches() {
-        // A "gzip" batch whose body is not varint framed is still accepted: we never
-        // decompress on the produce path.
+    fn validate_accepts_a_well_formed_compressed_batch() {
+        let raw = gzipped(&simple_batch(3, 50, 0));
+        let batches = validate_produce_records(&bytes_of(raw), 1 << 20).expect("valid gzip batch");
+        assert_eq!(batches[0].header.compression().expect("codec"), Compression::Gzip);
+    }
+
+    #[test]
+    fn validate_decompresses_to_check_compressed_batches() {
+        // Garbage where the gzip stream belongs, with a valid CRC.
         let mut raw = simple_batch(2, 5, 0).to_vec();
         set_i16(&mut raw, 21, 1);
         for b in &mut raw[61..] {
             *b = 0xff;
         }
         fix_crc(&mut raw);
-        let batches = validate_produce_records(&bytes_of(raw), 1 << 20).expect("compressed ok");
-        assert_eq!(
-            batches[0].header.compression().expect("codec"),
-            Compression::Gzip
-        );
+        let err = validate_produce_records(&bytes_of(raw), 1 << 20).expect_err("garbage");
+        assert!(matches!(err, LogError::InvalidRecords { ref reason } if reason.contains("decompress")), "{err}");
+
+        // A header claiming three records over a stream holding two.
+        let mut raw = simple_batch(2, 5, 0).to_vec();
+        set_i32(&mut raw, 23, 2); // lastOffsetDelta
+        set_i32(&mut raw, 57, 3); // recordCount
+        let err = validate_produce_records(&bytes_of(gzipped(&raw)), 1 << 20).expect_err("count");
+        assert!(matches!(err, LogError::InvalidRecords { ref reason } if reason.contains("found 2")), "{err}");
+
+        // And one claiming one record over a stream holding two.
+        let mut raw = simple_batch(2, 5, 0).to_vec();
+        set_i32(&mut raw, 23, 0);
+        set_i32(&mut raw, 57, 1);
+        let err = validate_produce_records(&bytes_of(gzipped(&raw)), 1 << 20).expect_err("count");
+        assert!(matches!(err, LogError::InvalidRecords { ref reason } if reason.contains("left after")), "{err}");
     }
 
     #[test]

@@ -17,9 +17,15 @@ pub enum LogError {
         source: io::Error,
     },
 
-    /// A record batch's bytes are malformed (length, CRC, codec, record framing...).
+    /// A record batch's own bytes are damaged: header too short, length below the
+    /// minimum, CRC mismatch. (Kafka's CorruptRecordException.)
     #[error("corrupt record batch: {reason}")]
     CorruptBatch { reason: String },
+
+    /// The records inside a batch break the record format: framing, count, codec, or a
+    /// compressed payload that does not decompress. (Kafka's InvalidRecordException.)
+    #[error("invalid records: {reason}")]
+    InvalidRecords { reason: String },
 
     /// `recordCount` is < 1 or differs from `lastOffsetDelta + 1`.
     #[error(

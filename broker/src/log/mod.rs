@@ -6,11 +6,13 @@
 
 mod batch;
 mod codec;
+pub mod compression;
 mod control;
 mod entry_index;
 mod error;
 mod partition_log;
 mod producer_state;
+mod records;
 mod segment;
 #[cfg(test)]
 mod test_batches;

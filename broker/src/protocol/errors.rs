@@ -75,8 +75,11 @@ fn log_error(e: &LogError) -> ResponseError {
     match e {
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-        LogError::CorruptBatch { .. } | LogError::InvalidRecordCount { .. } => ResponseError::CorruptMessage,
+        // As Kafka: v0/v1 batches in a v3+ produce are INVALID_RECORD; any other magic means
+        // the bytes are not a batch at all.
+        LogError::UnsupportedMagic(0 | 1) => ResponseError::InvalidRecord,
+        LogError::UnsupportedMagic(_) | LogError::CorruptBatch { .. } => ResponseError::CorruptMessage,
+        LogError::InvalidRecords { .. } | LogError::InvalidRecordCount { .. } => ResponseError::InvalidRecord,
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerBatch { .. } => ResponseError::InvalidRecord,

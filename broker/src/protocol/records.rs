@@ -1,16 +1,13 @@
 //! Record decoding for the few paths that must look inside a batch (a sarama batch whose
 //! max timestamp needs recomputing, ListOffsets finding the exact record of a timestamp).
-//! Decompression is bounded here: a small compressed batch must not be able to expand into
-//! gigabytes of memory. The produce and fetch hot paths never decode records.
+//! Decompression is bounded (by `log::compression`): a small compressed batch must not be
+//! able to expand into gigabytes of memory. The fetch hot path never decodes records.
 
-use std::io::Read;
-
-use anyhow::{bail, Context};
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
 
-/// Most bytes one batch may decompress to here (a 1 MiB batch compressing 128:1).
-pub const MAX_DECOMPRESSED_BYTES: u64 = 128 << 20;
+use crate::log;
+pub use crate::log::compression::MAX_DECOMPRESSED_BYTES;
 
 /// Decodes the single batch at the start of `batch`, decompressing at most `limit` bytes.
 pub fn decode_batch_bounded(batch: &Bytes, limit: u64) -> anyhow::Result<RecordSet> {
@@ -19,58 +16,17 @@ pub fn decode_batch_bounded(batch: &Bytes, limit: u64) -> anyhow::Result<RecordS
     RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress))
 }
 
-fn read_bounded(reader: impl Read, limit: u64) -> anyhow::Result<Bytes> {
-    let mut out = Vec::new();
-    reader.take(limit + 1).read_to_end(&mut out).context("records do not decompress")?;
-    if out.len() as u64 > limit {
-        bail!("records decompress to more than {limit} bytes");
-    }
-    Ok(Bytes::from(out))
-}
-
 /// The records section of a batch, decompressed, refusing output beyond `limit` bytes.
-pub fn decompress_bounded(data: &mut Bytes, compression: Compression, limit: u64) -> anyhow::Result<Bytes> {
+fn decompress_bounded(data: &mut Bytes, compression: Compression, limit: u64) -> anyhow::Result<Bytes> {
     let input = data.split_to(data.len());
-    match compression {
-        Compression::None => Ok(input),
-        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(&input[..]), limit),
-        Compression::Zstd => read_bounded(zstd::stream::read::Decoder::new(&input[..]).context("zstd")?, limit),
-        Compression::Lz4 => read_bounded(lz4::Decoder::new(&input[..]).context("lz4")?, limit),
-        Compression::Snappy => snappy_bounded(&input, limit),
-    }
-}
-
-/// Kafka's snappy: xerial framing (a 16-byte header, then length-prefixed raw blocks), or
-/// one raw block from clients that skip the framing.
-fn snappy_bounded(input: &[u8], limit: u64) -> anyhow::Result<Bytes> {
-    const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
-    const XERIAL_HEADER_LEN: usize = 16;
-    let mut out = Vec::new();
-    let mut raw_block = |block: &[u8]| -> anyhow::Result<()> {
-        let n = snap::raw::decompress_len(block).context("snappy block length")?;
-        if (out.len() + n) as u64 > limit {
-            bail!("records decompress to more than {limit} bytes");
-        }
-        let start = out.len();
-        out.resize(start + n, 0);
-        snap::raw::Decoder::new().decompress(block, &mut out[start..]).context("snappy block")?;
-        Ok(())
+    let codec = match compression {
+        Compression::None => return Ok(input),
+        Compression::Gzip => log::Compression::Gzip,
+        Compression::Snappy => log::Compression::Snappy,
+        Compression::Lz4 => log::Compression::Lz4,
+        Compression::Zstd => log::Compression::Zstd,
     };
-    if input.len() >= XERIAL_HEADER_LEN && input.starts_with(XERIAL_MAGIC) {
-        let mut rest = &input[XERIAL_HEADER_LEN..];
-        while !rest.is_empty() {
-            let Some((len, tail)) = rest.split_first_chunk::<4>() else { bail!("truncated snappy block length") };
-            let len = u32::from_be_bytes(*len) as usize;
-            if tail.len() < len {
-                bail!("truncated snappy block");
-            }
-            raw_block(&tail[..len])?;
-            rest = &tail[len..];
-        }
-    } else {
-        raw_block(input)?;
-    }
-    Ok(Bytes::from(out))
+    Ok(Bytes::from(log::compression::decompress(&input, codec, limit)?))
 }
 
 #[cfg(test)]
@@ -120,14 +76,6 @@ mod tests {
             assert!(b.len() < 1_000_000, "{c:?} compressed to {}", b.len());
             assert!(decode_batch_bounded(&b, 1 << 20).is_err(), "{c:?} must not expand past 1 MiB");
             assert!(decode_batch_bounded(&b, 20 << 20).is_ok(), "{c:?} fits 20 MiB");
-        }
-    }
-
-    #[test]
-    fn garbage_instead_of_compressed_records_is_an_error() {
-        for c in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
-            let mut data = Bytes::from_static(b"definitely not compressed");
-            assert!(decompress_bounded(&mut data, c, 1 << 20).is_err(), "{c:?}");
         }
     }
 }
