@@ -115,6 +115,32 @@ def test_kcat_produce_and_consume_every_codec(broker, kcat_topic):
         assert stamps == sorted(stamps), f"partition {p}: timestamps go backwards"
 
 
+def stored_codecs(data_dir, topic, partition):
+    """The compression codec of every record batch stored for the partition, in log order,
+    read from its segment files (which hold the batches byte for byte as produced)."""
+    codecs = []
+    pdir = data_dir / "partitions" / f"{topic}-{partition}"
+    for seg in sorted(pdir.glob("*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 23 <= len(data):
+            length = int.from_bytes(data[pos + 8:pos + 12], "big")
+            attributes = int.from_bytes(data[pos + 21:pos + 23], "big")
+            codecs.append(attributes & 7)
+            pos += 12 + length
+    return codecs
+
+
+def test_kcat_compresses_with_the_codec_asked_for(broker, kcat_topic):
+    """librdkafka before 2.10 sends uncompressed batches, whatever -z says, to a broker whose
+    Produce minimum version is above 0 (librdkafka #4956); Runnel advertises 0 as Kafka 4.0
+    does, so every codec must reach the log as asked."""
+    topic, _, _ = kcat_topic
+    ids = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+    for p in range(PARTITIONS):
+        assert set(stored_codecs(broker.data_dir, topic, p)) == {ids[c] for c in CODECS}, f"partition {p}"
+
+
 def test_kcat_consume_one_partition_from_an_offset(broker, kcat_topic):
     topic, expected, _ = kcat_topic
     got = kcat_consume(broker.bootstrap, topic, "-p", "1", "-c", "5", offset="37")

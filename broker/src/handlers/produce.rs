@@ -146,7 +146,10 @@ pub async fn submit(node: &Arc<Node>, req: ProduceRequest, version: i16) -> impl
         };
         let mut parts = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            let s = if !acks_ok {
+            let s = if version < 3 {
+                // Advertised for librdkafka's sake, never served: see `protocol::legacy`.
+                Submitted::Failed(ResponseError::UnsupportedVersion, "produce v0-2 (message format v0/v1) is not supported; use v3 or later".into())
+            } else if !acks_ok {
                 Submitted::Failed(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {}", req.acks))
             } else if version >= 13 && topic_id.is_none() {
                 Submitted::Failed(ResponseError::UnknownTopicId, "unknown topic id".into())

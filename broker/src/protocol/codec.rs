@@ -105,6 +105,9 @@ pub fn encode_response(
         ResponseKind::DescribeConfigs(r) if legacy::is_legacy(api_key, version) => {
             legacy::encode_describe_configs_v0(r, &mut buf).map_err(enc_err)?
         }
+        ResponseKind::Produce(r) if legacy::is_legacy(api_key, version) => {
+            legacy::encode_produce_v0_2(r, version, &mut buf).map_err(enc_err)?
+        }
         _ => body.encode(&mut buf, legacy::body_version(api_key, version)).map_err(|e| enc_err(format!("{e:#}")))?,
     }
     let len = i32::try_from(buf.len() - 4).map_err(|_| enc_err("response over 2 GiB".into()))?;

@@ -10,16 +10,22 @@
 //! OffsetCommit v1 (sarama 1.22's consumer groups commit with it unless
 //! `Consumer.Offsets.Retention` is set): the request carries a commit timestamp per
 //! partition and no retention time; it is rewritten as v2. The v1 response is v2's.
+//!
+//! Produce v0-v2 (message format v0/v1): as Kafka 4.0 does (KAFKA-18659), the range is
+//! advertised from 0 because librdkafka before 2.10 turns compression off against a broker
+//! whose Produce minimum is above 0 (librdkafka #4956), but such a request is answered
+//! UNSUPPORTED_VERSION for every partition and nothing is written. The request is v3
+//! without the leading transactional id; the response is v3's minus later fields.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, DescribeConfigsResponse};
+use kafka_protocol::messages::{ApiKey, DescribeConfigsResponse, ProduceResponse};
 
 /// Kafka's config source DEFAULT_CONFIG, which v0 reports as `is_default`.
 const SOURCE_DEFAULT: i8 = 5;
 
 /// True when `version` of `api` is coded here rather than by the crate.
 pub fn is_legacy(api: ApiKey, version: i16) -> bool {
-    matches!((api, version), (ApiKey::DescribeConfigs, 0) | (ApiKey::OffsetCommit, 1))
+    matches!((api, version), (ApiKey::DescribeConfigs, 0) | (ApiKey::OffsetCommit, 1) | (ApiKey::Produce, 0..=2))
 }
 
 /// The version whose schema the crate uses for the body of `version` of `api`.
@@ -27,6 +33,7 @@ pub fn body_version(api: ApiKey, version: i16) -> i16 {
     match (api, version) {
         (ApiKey::DescribeConfigs, 0) => 1,
         (ApiKey::OffsetCommit, 1) => 2,
+        (ApiKey::Produce, 0..=2) => 3,
         _ => version,
     }
 }
@@ -41,6 +48,13 @@ pub fn request_as_supported(api: ApiKey, version: i16, body: Bytes) -> (i16, Byt
             b.put_slice(&body);
             b.put_u8(0);
             (1, b.freeze())
+        }
+        (ApiKey::Produce, 0..=2) => {
+            // v3 = a null transactional id, then v0's fields.
+            let mut b = BytesMut::with_capacity(body.len() + 2);
+            b.put_i16(-1);
+            b.put_slice(&body);
+            (3, b.freeze())
         }
         (ApiKey::OffsetCommit, 1) => match offset_commit_v1_as_v2(&body) {
             Some(v2) => (2, v2),
@@ -163,6 +177,28 @@ pub fn encode_describe_configs_v0(r: &DescribeConfigsResponse, buf: &mut BytesMu
     Ok(())
 }
 
+/// Encodes a Produce response body at v0, v1 or v2: per partition index, error code and
+/// base offset, then log_append_time from v2; throttle time after the topics from v1.
+pub fn encode_produce_v0_2(r: &ProduceResponse, version: i16, buf: &mut BytesMut) -> Result<(), String> {
+    put_len(buf, r.responses.len())?;
+    for t in &r.responses {
+        put_string(buf, &t.name)?;
+        put_len(buf, t.partition_responses.len())?;
+        for p in &t.partition_responses {
+            buf.put_i32(p.index);
+            buf.put_i16(p.error_code);
+            buf.put_i64(p.base_offset);
+            if version >= 2 {
+                buf.put_i64(p.log_append_time_ms);
+            }
+        }
+    }
+    if version >= 1 {
+        buf.put_i32(r.throttle_time_ms);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +307,48 @@ mod tests {
             assert_eq!(b.get_u8(), 0, "is_sensitive");
         }
         assert!(!b.has_remaining());
+    }
+
+    #[test]
+    fn a_produce_v2_request_decodes_as_v3_and_its_response_has_v2_fields() {
+        use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+        use kafka_protocol::messages::{ProduceRequest, TopicName};
+        let mut v2 = BytesMut::new();
+        v2.put_i16(1); // acks
+        v2.put_i32(1500); // timeout
+        v2.put_i32(1); // topics
+        v2.put_i16(1);
+        v2.put_slice(b"t");
+        v2.put_i32(1); // partitions
+        v2.put_i32(3);
+        v2.put_i32(4); // message set bytes
+        v2.put_slice(b"abcd");
+        let (version, mut body) = request_as_supported(ApiKey::Produce, 2, v2.freeze());
+        let req = ProduceRequest::decode(&mut body, version).expect("decode");
+        assert!(!body.has_remaining());
+        assert_eq!((req.acks, req.timeout_ms, req.transactional_id.is_none()), (1, 1500, true));
+        assert_eq!(req.topic_data[0].partition_data[0].index, 3);
+
+        let r = ProduceResponse::default().with_throttle_time_ms(9).with_responses(vec![TopicProduceResponse::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_responses(vec![PartitionProduceResponse::default()
+                .with_index(3)
+                .with_error_code(35)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)])]);
+        for (version, len) in [(0, 4 + 2 + 1 + 4 + 4 + 2 + 8), (1, 4 + 2 + 1 + 4 + 4 + 2 + 8 + 4), (2, 4 + 2 + 1 + 4 + 4 + 2 + 8 + 8 + 4)] {
+            let mut buf = BytesMut::new();
+            encode_produce_v0_2(&r, version, &mut buf).expect("encode");
+            assert_eq!(buf.len(), len, "v{version}");
+            let mut b = buf.freeze();
+            b.advance(4 + 2 + 1 + 4);
+            assert_eq!((b.get_i32(), b.get_i16(), b.get_i64()), (3, 35, -1));
+            if version >= 2 {
+                assert_eq!(b.get_i64(), -1);
+            }
+            if version >= 1 {
+                assert_eq!(b.get_i32(), 9);
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ pub struct Range {
 
 /// Every implemented API with its advertised version range.
 pub const SUPPORTED: &[(ApiKey, Range)] = &[
-    (ApiKey::Produce, Range { min: 3, max: 13 }),
+    (ApiKey::Produce, Range { min: 0, max: 13 }),
     (ApiKey::Fetch, Range { min: 4, max: 17 }),
     (ApiKey::ListOffsets, Range { min: 1, max: 10 }),
     (ApiKey::Metadata, Range { min: 0, max: 13 }),
