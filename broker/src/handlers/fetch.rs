@@ -211,6 +211,19 @@ fn refine_in_batch(replica: &PartitionReplica, batch_offset: i64, pick: impl Fn(
     set.records.iter().find(|r| r.offset >= batch_offset && pick(r.timestamp)).map(|r| (r.offset, r.timestamp, epoch))
 }
 
+/// As Kafka: a negative timestamp must be one of the special values, each from the version
+/// that introduced it (-3 max timestamp from v7, -4 earliest local from v8, -5 latest
+/// tiered from v9); otherwise the partition is answered UNSUPPORTED_VERSION.
+fn list_offsets_timestamp_supported(timestamp: i64, version: i16) -> bool {
+    match timestamp {
+        0.. | -1 | -2 => true,
+        -3 => version >= 7,
+        -4 => version >= 8,
+        -5 => version >= 9,
+        _ => false,
+    }
+}
+
 pub fn handle_list_offsets(node: &Node, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let state = node.cluster();
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -225,6 +238,9 @@ pub fn handle_list_offsets(node: &Node, req: ListOffsetsRequest, version: i16) -
                     Ok(rep) => rep,
                     Err(e) => return r.with_error_code(e.code()),
                 };
+                if !list_offsets_timestamp_supported(p.timestamp, version) {
+                    return r.with_error_code(ResponseError::UnsupportedVersion.code());
+                }
                 let epoch = replica.leader_epoch();
                 let result: Result<(i64, i64, i32), BrokerError> = match p.timestamp {
                     -2 | -4 => Ok((replica.log_start_offset(), -1, epoch)),

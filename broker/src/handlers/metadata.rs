@@ -133,7 +133,12 @@ pub async fn handle_metadata(node: &Node, req: MetadataRequest, version: i16) ->
                         }
                     }
                     (None, Some(name)) => {
-                        topics.push(unknown_topic(Some(&name), Uuid::nil(), ResponseError::UnknownTopicOrPartition))
+                        // As Kafka: a name no topic could have is INVALID_TOPIC_EXCEPTION.
+                        let err = match crate::cluster::validate_topic_name(&name) {
+                            Ok(()) => ResponseError::UnknownTopicOrPartition,
+                            Err(_) => ResponseError::InvalidTopicException,
+                        };
+                        topics.push(unknown_topic(Some(&name), Uuid::nil(), err))
                     }
                 }
             }
