@@ -1,6 +1,7 @@
 //! End-to-end tests over the wire against the real binary, with a minimal client built on
-//! `kafka-protocol`. The stock-client tests live in `compat/`; these pin protocol details
-//! (exact error codes, fallback encodings, restart and crash behaviour) precisely.
+//! `kafka-protocol`. The stock-client tests live in `compat/`, and every error path a client
+//! can provoke (bad frames, bad batches, bad names) in `protocol-tests/tests/errors.rs`;
+//! these pin protocol details (fallback encodings, restart and crash behaviour) precisely.
 
 mod common;
 
@@ -118,28 +119,6 @@ fn produced_batches_come_back_with_contiguous_offsets_in_every_codec() {
 }
 
 #[test]
-fn corrupt_batch_is_refused_with_corrupt_message_and_not_stored() {
-    let b = Broker::start(&[]);
-    let mut c = b.client();
-    create_topic(&mut c, "crc", 1, &[]);
-    let good = batch(&[(None, "a", 1)], Compression::None);
-    let mut bad = good.to_vec();
-    let last = bad.len() - 1;
-    bad[last] ^= 0xff;
-    let r = produce(&mut c, 9, "crc", 0, Bytes::from(bad), -1).expect("response");
-    assert_eq!(r.error_code, 2, "CORRUPT_MESSAGE");
-    assert_eq!(list_offset(&mut c, "crc", 0, -1).1, 0);
-    let r = produce(&mut c, 9, "crc", 0, good, 1).expect("response");
-    assert_eq!((r.error_code, r.base_offset), (0, 0));
-    // Oversized for the topic's max.message.bytes: MESSAGE_TOO_LARGE (10).
-    create_topic(&mut c, "small", 1, &[("max.message.bytes", "100")]);
-    let big = batch(&[(None, &"x".repeat(500), 1)], Compression::None);
-    assert_eq!(produce(&mut c, 9, "small", 0, big, -1).expect("response").error_code, 10);
-    // Unknown topic with auto-creation only via Metadata: UNKNOWN_TOPIC_OR_PARTITION (3).
-    assert_eq!(produce(&mut c, 9, "nope", 0, batch(&[(None, "a", 1)], Compression::None), -1).expect("response").error_code, 3);
-}
-
-#[test]
 fn acks_zero_gets_no_response_but_later_responses_keep_order() {
     let b = Broker::start(&[]);
     let mut c = b.client();
@@ -147,22 +126,6 @@ fn acks_zero_gets_no_response_but_later_responses_keep_order() {
     assert!(produce(&mut c, 9, "acks0", 0, batch(&[(None, "a", 1)], Compression::None), 0).is_none());
     let r = produce(&mut c, 9, "acks0", 0, batch(&[(None, "b", 2)], Compression::None), 1).expect("response");
     assert_eq!((r.error_code, r.base_offset), (0, 1));
-}
-
-#[test]
-fn oversized_frame_closes_only_that_connection() {
-    let b = Broker::start(&["--max-request-bytes", "4096"]);
-    let mut bad = b.client();
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&100_000i32.to_be_bytes());
-    use std::io::Write;
-    bad.stream.write_all(&frame).expect("write");
-    assert!(bad.read_frame().is_none(), "connection closed");
-    let mut good = b.client();
-    match good.request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(None))) {
-        ResponseKind::Metadata(m) => assert_eq!(m.brokers.len(), 1),
-        other => panic!("{other:?}"),
-    }
 }
 
 fn metadata_for(c: &mut Client, topic: &str, allow_auto: bool) -> metadata_response::MetadataResponseTopic {
@@ -286,37 +249,6 @@ fn delete_topics_by_name_removes_it() {
         other => panic!("{other:?}"),
     }
     assert!(!b.data_dir().join("partitions/doomed-0").exists());
-}
-
-#[test]
-fn an_array_count_far_beyond_the_frame_closes_the_connection_not_the_broker() {
-    let b = Broker::start(&[]);
-    // Metadata v1 whose topics array claims 2^31-1 entries, and CreateTopics v7 (compact
-    // arrays) claiming 2^31 topics: each is a few bytes long.
-    let mut metadata = Vec::new();
-    metadata.extend_from_slice(&3i16.to_be_bytes());
-    metadata.extend_from_slice(&1i16.to_be_bytes());
-    metadata.extend_from_slice(&1i32.to_be_bytes());
-    metadata.extend_from_slice(&1i16.to_be_bytes());
-    metadata.push(b'x');
-    metadata.extend_from_slice(&i32::MAX.to_be_bytes());
-    let mut create = Vec::new();
-    create.extend_from_slice(&19i16.to_be_bytes());
-    create.extend_from_slice(&7i16.to_be_bytes());
-    create.extend_from_slice(&2i32.to_be_bytes());
-    create.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
-    create.push(0); // header tagged fields
-    create.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x07]); // unsigned varint 2^31 - 1
-    for frame in [metadata, create] {
-        let mut bad = b.client();
-        bad.send_raw(&frame);
-        assert!(bad.read_frame().is_none(), "the malformed request closes its connection");
-    }
-    let mut good = b.client();
-    match good.request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(None))) {
-        ResponseKind::Metadata(m) => assert_eq!(m.brokers.len(), 1, "the broker still serves"),
-        other => panic!("{other:?}"),
-    }
 }
 
 fn offset_for_epoch(c: &mut Client, topic: &str, epoch: i32, current: i32) -> (i16, i32, i64) {

@@ -1,1 +1,7 @@
-//! Protocol conformance tests; see tests/.
+//! Protocol conformance support: sample messages for the golden vectors (`samples`) and
+//! the fuzz entry points (`fuzz`). The tests themselves live in `tests/`: golden vectors,
+//! replay of captured client traffic, hostile input against a running broker, and the
+//! inputs fuzzers once crashed on.
+
+pub mod fuzz;
+pub mod samples;

@@ -32,6 +32,22 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// The broker binary: cargo's own path in the runnel package's tests; elsewhere (the
+/// protocol-tests crate) `RUNNEL_BIN`, or `runnel` beside the test's profile directory
+/// (`target/release/deps/<test>` -> `target/release/runnel`), which `cargo test
+/// --workspace` builds.
+pub fn runnel_binary() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_runnel") {
+        return PathBuf::from(p);
+    }
+    if let Ok(p) = std::env::var("RUNNEL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test executable lives in <profile>/deps");
+    profile_dir.join("runnel")
+}
+
 impl Broker {
     pub fn start(args: &[&str]) -> Broker {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -46,7 +62,7 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        let child = Command::new(runnel_binary())
             .arg("serve")
             .arg("--listen")
             .arg(self.addr())
