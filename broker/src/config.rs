@@ -96,6 +96,9 @@ pub struct ServeArgs {
     /// Requests one connection may have in progress before the broker stops reading it [default: 100]
     #[arg(long, env = "RUNNEL_MAX_INFLIGHT_REQUESTS", value_name = "N")]
     pub max_inflight_requests: Option<String>,
+    /// Most partitions this node hosts; CreateTopics or auto-creation beyond it is refused with POLICY_VIOLATION. 0: derived from the open-file limit at start-up [default: 0]
+    #[arg(long, env = "RUNNEL_MAX_PARTITIONS", value_name = "N")]
+    pub max_partitions: Option<String>,
     /// Broker default of the topic setting max.message.bytes (message.max.bytes) [default: 1048588]
     #[arg(long, env = "RUNNEL_MESSAGE_MAX_BYTES", value_name = "BYTES")]
     pub message_max_bytes: Option<String>,
@@ -150,6 +153,7 @@ struct FileSettings {
     connections_max_idle_ms: Option<serde_norway::Value>,
     request_read_timeout_ms: Option<serde_norway::Value>,
     max_inflight_requests: Option<serde_norway::Value>,
+    max_partitions: Option<serde_norway::Value>,
     message_max_bytes: Option<serde_norway::Value>,
     log_segment_bytes: Option<serde_norway::Value>,
     log_fsync: Option<serde_norway::Value>,
@@ -189,6 +193,8 @@ pub struct NodeConfig {
     pub connections_max_idle: Duration,
     pub request_read_timeout: Duration,
     pub max_inflight_requests: usize,
+    /// Most partitions hosted here; 0 derives it from the open-file limit (`Node`).
+    pub max_partitions: usize,
     pub message_max_bytes: u32,
     pub log_segment_bytes: u64,
     pub log_fsync: FsyncPolicy,
@@ -218,6 +224,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("connections_max_idle_ms", "600000"),
     ("request_read_timeout_ms", "30000"),
     ("max_inflight_requests", "100"),
+    ("max_partitions", "0"),
     ("message_max_bytes", "1048588"),
     ("log_segment_bytes", "1073741824"),
     ("log_fsync", "always"),
@@ -248,6 +255,7 @@ impl Default for NodeConfig {
             connections_max_idle: Duration::from_millis(600_000),
             request_read_timeout: Duration::from_millis(30_000),
             max_inflight_requests: 100,
+            max_partitions: 0,
             message_max_bytes: 1_048_588,
             log_segment_bytes: 1024 * 1024 * 1024,
             log_fsync: FsyncPolicy::Always,
@@ -422,6 +430,13 @@ impl NodeConfig {
             1,
             100_000,
         )?;
+        let max_partitions = parse_num(
+            "max_partitions",
+            pick(args.max_partitions, file.max_partitions),
+            d.max_partitions,
+            0,
+            10_000_000,
+        )?;
         let message_max_bytes = parse_num(
             "message_max_bytes",
             pick(args.message_max_bytes, file.message_max_bytes),
@@ -489,6 +504,7 @@ impl NodeConfig {
             connections_max_idle: Duration::from_millis(idle_ms),
             request_read_timeout: Duration::from_millis(request_read_timeout_ms),
             max_inflight_requests,
+            max_partitions,
             message_max_bytes,
             log_segment_bytes,
             log_fsync,

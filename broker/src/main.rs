@@ -9,7 +9,7 @@ use runnel::config::{Cli, NodeConfig};
 use runnel::handlers::Dispatcher;
 use runnel::node::Node;
 use runnel::server::{serve, ListenerLimits};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Huge allocations are mapped lazily so a hostile array count cannot abort the process
 /// (see `runnel::alloc`).
@@ -67,6 +67,11 @@ async fn run(config: &mut NodeConfig) -> anyhow::Result<()> {
         config.advertise_port = bound.port();
     }
     config.listen = bound;
+    // Each partition keeps files open: use all the descriptors the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(open_files = limit, "open-file limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
     info!(data_dir = %config.data_dir.display(), node_id = config.node_id, "starting node");
     let node = Node::start(config.clone()).await?;
     node.wait_for_all_leaders(Duration::from_secs(10)).await;

@@ -53,6 +53,24 @@ pub struct Node {
     pub broker_overrides: BTreeMap<&'static str, String>,
     /// The unused part of the producer id block this node holds: `[next, end)`.
     producer_ids: AsyncMutex<(i64, i64)>,
+    /// Most partitions hosted here (`max_partitions`, or derived from the open-file limit).
+    pub partition_capacity: usize,
+    /// Held while a topic creation checks the capacity and proposes, so that concurrent
+    /// creations cannot both pass the check.
+    pub topic_creation: AsyncMutex<()>,
+}
+
+/// Files each hosted partition keeps open: the active segment's `.log`, `.entries`,
+/// `.meta` and `.timeindex`, and the partition's `raft-applied`.
+pub const FILES_PER_PARTITION: usize = 5;
+/// Descriptors kept back for RocksDB, logs and the listener.
+const RESERVED_FILES: usize = 256;
+
+/// Partitions a node can host with an open-file limit of `limit`: half of what is left
+/// after the reserve, so that connections (one descriptor each) keep the other half.
+pub fn partitions_for_file_limit(limit: u64) -> usize {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    limit.saturating_sub(RESERVED_FILES) / 2 / FILES_PER_PARTITION
 }
 
 /// The node as the transaction coordinator sees it: producer ids from the controller,
@@ -180,6 +198,14 @@ impl Node {
             cleanup_interval_ms: config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
         };
         let stored_txns = crate::coordinator::state::read_transactions(&store)?;
+        let partition_capacity = match config.max_partitions {
+            0 => {
+                let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+                partitions_for_file_limit(soft)
+            }
+            n => n,
+        };
+        info!(partition_capacity, "partitions this node may host");
         let node = Arc::new_cyclic(|weak: &Weak<Node>| Node {
             transactions: TransactionCoordinator::new(
                 coordinator.clone(),
@@ -196,6 +222,8 @@ impl Node {
             reconcile_lock: AsyncMutex::new(()),
             broker_overrides,
             producer_ids: AsyncMutex::new((0, 0)),
+            partition_capacity,
+            topic_creation: AsyncMutex::new(()),
         });
         node.reconcile().await?;
         remove_orphan_partition_dirs(&node.config.data_dir, &node.controller.state());
@@ -417,6 +445,15 @@ fn remove_orphan_partition_dirs(data_dir: &Path, state: &ClusterState) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn partition_capacity_leaves_half_the_files_to_connections() {
+        assert_eq!(super::partitions_for_file_limit(20_000), (20_000 - 256) / 2 / 5);
+        assert_eq!(super::partitions_for_file_limit(1_024), 76);
+        assert_eq!(super::partitions_for_file_limit(100), 0);
+        assert_eq!(super::partitions_for_file_limit(u64::MAX), (usize::MAX - 256) / 2 / 5);
+    }
+
     use super::*;
 
     #[test]

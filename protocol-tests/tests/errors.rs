@@ -681,6 +681,32 @@ fn metadata_without_auto_creation_answers_invalid_topic_exception_for_an_invalid
     assert!(deviations.is_empty(), "deviations from Kafka:\n{}", deviations.join("\n"));
 }
 
+/// Each partition holds files open, so a node hosts at most `max_partitions` (by default
+/// derived from its open-file limit). Kafka has no such bound and runs out of descriptors
+/// instead; Runnel refuses the creation up front with POLICY_VIOLATION, whether it comes
+/// from CreateTopics (validate_only too) or Metadata auto-creation.
+#[test]
+fn topic_creation_beyond_the_partition_capacity_is_a_policy_violation() {
+    const POLICY_VIOLATION: i16 = ResponseError::PolicyViolation.code();
+    let b = Broker::start(&["--max-partitions", "10"]);
+    let mut c = connect(&b);
+    assert_eq!(create_topic(&mut c, "eight", 8, &[]).topics[0].error_code, NONE);
+    let refused = create_topic(&mut c, "three", 3, &[]);
+    assert_eq!(refused.topics[0].error_code, POLICY_VIOLATION, "{:?}", refused.topics[0].error_message);
+    assert_eq!(metadata_error(&mut c, "three", false), UNKNOWN_TOPIC_OR_PARTITION, "nothing created");
+    let validate_only = CreateTopicsRequest::default().with_validate_only(true).with_timeout_ms(1000).with_topics(vec![
+        create_topics_request::CreatableTopic::default().with_name(TopicName(s("three"))).with_num_partitions(3).with_replication_factor(1),
+    ]);
+    match c.request(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(validate_only)) {
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, POLICY_VIOLATION, "validate_only"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(metadata_error(&mut c, "ninth", true), NONE, "auto-creation within the capacity");
+    assert_a_well_behaved_client_is_served(&b); // creates the tenth
+    assert_eq!(create_topic(&mut c, "eleventh", 1, &[]).topics[0].error_code, POLICY_VIOLATION);
+    assert_eq!(metadata_error(&mut c, "eleventh", true), POLICY_VIOLATION, "auto-creation beyond the capacity");
+}
+
 // ---------------------------------------------------------------------------------------
 // Record batches in Produce
 // ---------------------------------------------------------------------------------------

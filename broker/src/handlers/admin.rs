@@ -25,6 +25,32 @@ const RESOURCE_BROKER: i8 = 4;
 const DEFAULT_REPLICATION_FACTOR: i16 = 1;
 
 /// Creates `name` with the broker's defaults (auto-creation) and returns it.
+/// Refuses a topic of `partitions` that would take the node past its partition capacity
+/// (every partition is hosted here while Runnel runs as one node).
+fn check_partition_capacity(node: &Node, partitions: i32) -> Result<(), BrokerError> {
+    let hosted: usize = node.cluster().topics.values().map(|t| t.partitions.len()).sum();
+    let adding = usize::try_from(partitions).unwrap_or(0);
+    if hosted.saturating_add(adding) > node.partition_capacity {
+        return Err(BrokerError::PolicyViolation(format!(
+            "{adding} more partitions would exceed this node's limit of {} ({hosted} hosted); raise max_partitions or the open-file limit",
+            node.partition_capacity
+        )));
+    }
+    Ok(())
+}
+
+/// Proposes a CreateTopic command within the node's partition capacity; the check and the
+/// proposal happen under one lock so that concurrent creations cannot both pass.
+async fn propose_topic(node: &Node, cmd: ControllerCommand) -> Result<(), BrokerError> {
+    let ControllerCommand::CreateTopic { partitions, .. } = &cmd else {
+        return Err(BrokerError::InvalidRequest("not a topic creation".into()));
+    };
+    let _creating = node.topic_creation.lock().await;
+    check_partition_capacity(node, *partitions)?;
+    node.controller.propose(cmd).await?;
+    Ok(())
+}
+
 pub(super) async fn create_topic_with_defaults(node: &Node, name: &str) -> Result<TopicMeta, BrokerError> {
     let cmd = ControllerCommand::CreateTopic {
         name: name.to_string(),
@@ -34,7 +60,7 @@ pub(super) async fn create_topic_with_defaults(node: &Node, name: &str) -> Resul
         assignments: None,
         configs: BTreeMap::new(),
     };
-    node.controller.propose(cmd).await?;
+    propose_topic(node, cmd).await?;
     node.reconcile().await.map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
     node.cluster().topics.get(name).cloned().ok_or(BrokerError::LeaderNotAvailable)
 }
@@ -130,9 +156,9 @@ pub async fn handle_create_topics(node: &Node, req: CreateTopicsRequest, version
         };
         let outcome = if req.validate_only {
             let mut scratch = (*node.cluster()).clone();
-            scratch.apply(cmd).map(|_| ()).map_err(BrokerError::from)
+            check_partition_capacity(node, partitions).and_then(|()| scratch.apply(cmd).map(|_| ()).map_err(BrokerError::from))
         } else {
-            node.controller.propose(cmd).await.map(|_| ()).map_err(BrokerError::from)
+            propose_topic(node, cmd).await
         };
         match outcome {
             Err(e) => results.push(fail(kafka_error(&e), e.to_string())),

@@ -30,6 +30,9 @@ pub enum BrokerError {
     LeaderNotAvailable,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A node-level limit (such as the partition capacity) refuses the request.
+    #[error("{0}")]
+    PolicyViolation(String),
     #[error("timed out")]
     Timeout,
 }
@@ -62,6 +65,7 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         BrokerError::UnknownTopicId => ResponseError::UnknownTopicId,
         BrokerError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
         BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        BrokerError::PolicyViolation(_) => ResponseError::PolicyViolation,
         BrokerError::Timeout => ResponseError::RequestTimedOut,
     }
 }
