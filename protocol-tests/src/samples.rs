@@ -24,19 +24,21 @@ use kafka_protocol::messages::{
     TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
+use runnel::protocol::{legacy, versions};
 use uuid::Uuid;
 
 /// One table drives `COVERED`, `request` and `response` (and the tests' default messages), so
-/// an API cannot be listed without builders or the other way round.
+/// an API cannot be listed without builders or the other way round. The version ranges are
+/// the broker's own (`runnel::protocol::versions`).
 macro_rules! samples {
-    ($($api:ident $min:literal ..= $max:literal => $request:ident, $response:ident;)*) => {
-        /// The APIs and inclusive version ranges Runnel advertises, which these samples cover
-        /// (Produce from v3: v0-2 are answered by legacy code without a typed message).
-        pub const COVERED: &[(ApiKey, i16, i16)] = &[$((ApiKey::$api, $min, $max)),*];
+    ($($api:ident => $request:ident, $response:ident;)*) => {
+        /// The APIs these samples cover: every API Runnel advertises.
+        pub const COVERED: &[ApiKey] = &[$(ApiKey::$api),*];
 
         /// A request of `api` at `version` in which every field that exists at that version
-        /// holds a non-default value. A `LEGACY` version gets the sample of the version whose
-        /// schema the broker decodes it with. Panics for an API or version outside `COVERED`.
+        /// holds a non-default value. A version coded by hand in `protocol::legacy` gets the
+        /// sample of the version whose schema the broker decodes it with. Panics for an API
+        /// or version Runnel does not advertise.
         pub fn request(api: ApiKey, version: i16) -> RequestKind {
             let version = sample_version(api, version);
             match api {
@@ -75,57 +77,48 @@ macro_rules! samples {
 }
 
 samples! {
-    Produce 3..=13 => produce_request, produce_response;
-    Fetch 4..=17 => fetch_request, fetch_response;
-    ListOffsets 1..=10 => list_offsets_request, list_offsets_response;
-    Metadata 0..=13 => metadata_request, metadata_response;
-    ApiVersions 0..=4 => api_versions_request, api_versions_response;
-    CreateTopics 2..=7 => create_topics_request, create_topics_response;
-    DeleteTopics 1..=6 => delete_topics_request, delete_topics_response;
-    OffsetForLeaderEpoch 2..=4 => offset_for_leader_epoch_request, offset_for_leader_epoch_response;
-    DescribeConfigs 0..=4 => describe_configs_request, describe_configs_response;
-    DescribeCluster 0..=2 => describe_cluster_request, describe_cluster_response;
-    FindCoordinator 0..=6 => find_coordinator_request, find_coordinator_response;
-    OffsetCommit 1..=9 => offset_commit_request, offset_commit_response;
-    OffsetFetch 1..=9 => offset_fetch_request, offset_fetch_response;
-    OffsetDelete 0..=0 => offset_delete_request, offset_delete_response;
-    JoinGroup 0..=9 => join_group_request, join_group_response;
-    SyncGroup 0..=5 => sync_group_request, sync_group_response;
-    Heartbeat 0..=4 => heartbeat_request, heartbeat_response;
-    LeaveGroup 0..=5 => leave_group_request, leave_group_response;
-    ListGroups 0..=5 => list_groups_request, list_groups_response;
-    DescribeGroups 0..=5 => describe_groups_request, describe_groups_response;
-    DeleteGroups 0..=2 => delete_groups_request, delete_groups_response;
-    InitProducerId 0..=4 => init_producer_id_request, init_producer_id_response;
-    AddPartitionsToTxn 0..=3 => add_partitions_to_txn_request, add_partitions_to_txn_response;
-    AddOffsetsToTxn 0..=3 => add_offsets_to_txn_request, add_offsets_to_txn_response;
-    TxnOffsetCommit 0..=3 => txn_offset_commit_request, txn_offset_commit_response;
-    EndTxn 0..=3 => end_txn_request, end_txn_response;
-    ListTransactions 0..=1 => list_transactions_request, list_transactions_response;
-    DescribeTransactions 0..=0 => describe_transactions_request, describe_transactions_response;
+    Produce => produce_request, produce_response;
+    Fetch => fetch_request, fetch_response;
+    ListOffsets => list_offsets_request, list_offsets_response;
+    Metadata => metadata_request, metadata_response;
+    ApiVersions => api_versions_request, api_versions_response;
+    CreateTopics => create_topics_request, create_topics_response;
+    DeleteTopics => delete_topics_request, delete_topics_response;
+    OffsetForLeaderEpoch => offset_for_leader_epoch_request, offset_for_leader_epoch_response;
+    DescribeConfigs => describe_configs_request, describe_configs_response;
+    DescribeCluster => describe_cluster_request, describe_cluster_response;
+    FindCoordinator => find_coordinator_request, find_coordinator_response;
+    OffsetCommit => offset_commit_request, offset_commit_response;
+    OffsetFetch => offset_fetch_request, offset_fetch_response;
+    OffsetDelete => offset_delete_request, offset_delete_response;
+    JoinGroup => join_group_request, join_group_response;
+    SyncGroup => sync_group_request, sync_group_response;
+    Heartbeat => heartbeat_request, heartbeat_response;
+    LeaveGroup => leave_group_request, leave_group_response;
+    ListGroups => list_groups_request, list_groups_response;
+    DescribeGroups => describe_groups_request, describe_groups_response;
+    DeleteGroups => delete_groups_request, delete_groups_response;
+    InitProducerId => init_producer_id_request, init_producer_id_response;
+    AddPartitionsToTxn => add_partitions_to_txn_request, add_partitions_to_txn_response;
+    AddOffsetsToTxn => add_offsets_to_txn_request, add_offsets_to_txn_response;
+    TxnOffsetCommit => txn_offset_commit_request, txn_offset_commit_response;
+    EndTxn => end_txn_request, end_txn_response;
+    ListTransactions => list_transactions_request, list_transactions_response;
+    DescribeTransactions => describe_transactions_request, describe_transactions_response;
 }
 
-/// Versions kafka-protocol 0.18 has no schema for, which the broker codes itself
-/// (`broker/src/protocol/legacy.rs`), each with the version whose schema the broker then uses
-/// for the body; that version's sample stands in for them.
-const LEGACY: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::DescribeConfigs, 0, 1),
-    (ApiKey::OffsetCommit, 1, 2),
-];
-
-/// The version whose sample stands for `api` at `version`; panics when there is none.
+/// The version whose sample stands for `api` at `version`; panics when Runnel does not
+/// advertise it.
 fn sample_version(api: ApiKey, version: i16) -> i16 {
-    let Some(&(_, min, max)) = COVERED.iter().find(|(covered, ..)| *covered == api) else {
+    assert!(COVERED.contains(&api), "no samples for {api:?}");
+    let Some(range) = versions::advertised(api) else {
         panic!("no samples for {api:?}: it is not an API Runnel advertises");
     };
     assert!(
-        (min..=max).contains(&version),
-        "no sample for {api:?} v{version}: Runnel advertises v{min}-{max}"
+        (range.min..=range.max).contains(&version),
+        "no sample for {api:?} v{version}: Runnel advertises v{}-{}", range.min, range.max
     );
-    LEGACY
-        .iter()
-        .find(|&&(legacy, legacy_version, _)| legacy == api && legacy_version == version)
-        .map_or(version, |&(_, _, body_version)| body_version)
+    legacy::body_version(api, version)
 }
 
 // Values shared by the builders. Two of everything where a message has an array, so that
@@ -1755,13 +1748,20 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
 
-    /// Every covered (api, version) except the `LEGACY` ones, which kafka-protocol cannot
-    /// encode.
+    /// Every advertised (api, version) except those coded by hand in `protocol::legacy`,
+    /// which kafka-protocol cannot encode.
     fn versions() -> impl Iterator<Item = (ApiKey, i16)> {
-        COVERED
+        versions::SUPPORTED
             .iter()
-            .flat_map(|&(api, min, max)| (min..=max).map(move |version| (api, version)))
-            .filter(|&(api, version)| !LEGACY.iter().any(|&(a, v, _)| a == api && v == version))
+            .flat_map(|&(api, r)| (r.min..=r.max).map(move |version| (api, version)))
+            .filter(|&(api, version)| !legacy::is_legacy(api, version))
+    }
+
+    #[test]
+    fn every_advertised_api_has_samples() {
+        for (api, _) in versions::SUPPORTED {
+            assert!(COVERED.contains(api), "no samples for {api:?}");
+        }
     }
 
     fn encode_request(request: &RequestKind, api: ApiKey, version: i16) -> Bytes {
@@ -1845,12 +1845,9 @@ mod tests {
 
     #[test]
     fn legacy_versions_take_the_sample_of_the_version_they_are_decoded_as() {
-        for &(api, version, body_version) in LEGACY {
-            let valid = api.valid_versions();
-            assert!(
-                version < valid.min,
-                "{api:?} v{version} is not legacy any more"
-            );
+        for (api, version) in [(ApiKey::DescribeConfigs, 0), (ApiKey::OffsetCommit, 1), (ApiKey::Produce, 2)] {
+            let body_version = legacy::body_version(api, version);
+            assert!(version < api.valid_versions().min, "{api:?} v{version} is not legacy any more");
             assert_eq!(request(api, version), request(api, body_version));
             assert_eq!(response(api, version), response(api, body_version));
         }
