@@ -11,6 +11,7 @@ mod partition;
 mod raft_state;
 mod rocks_log;
 mod state_machine;
+pub mod transport;
 pub mod types;
 
 pub(crate) use network::NoPeers;
