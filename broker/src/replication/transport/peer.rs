@@ -1,0 +1,536 @@
+//! Connections between nodes: requests to a peer and the handling of a peer's requests,
+//! for every raft group at once (`frame` says which group a message belongs to).
+//!
+//! Each node dials each peer it sends to, so a pair of nodes shares two connections, one
+//! per direction; requests go out on one's own connection and their replies come back on
+//! it, correlated by request id, many in flight at once. A connection opens with a Hello
+//! naming both ends, and a node refuses one meant for another node id (a stale address or
+//! a misrouted proxy). A lost connection fails its pending requests at once; the next
+//! request dials again, no sooner than `reconnect_backoff` after the last failed dial.
+//!
+//! Bounds: frames above `max_frame_bytes` close the connection; at most
+//! `max_inflight_per_connection` requests are handled at once for one inbound connection,
+//! after which it is not read; every request has a deadline.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::{debug, warn};
+
+use super::frame::{Frame, FrameError, GroupId, Kind};
+
+/// Version of this protocol, exchanged in Hello.
+const PROTOCOL_VERSION: u16 = 1;
+
+/// Answers the requests peers send.
+pub trait InboundHandler: Send + Sync + 'static {
+    /// The reply body to a request of `kind` for `group` from node `from`.
+    fn handle(&self, from: u64, kind: Kind, group: GroupId, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportLimits {
+    pub max_frame_bytes: usize,
+    pub max_inflight_per_connection: usize,
+    pub connect_timeout: Duration,
+    pub reconnect_backoff: Duration,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            max_frame_bytes: 64 << 20,
+            max_inflight_per_connection: 1024,
+            connect_timeout: Duration::from_secs(1),
+            reconnect_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why a request to a peer got no reply. All mean "unreachable" to raft, which retries.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransportError {
+    #[error("no address for node {0}")]
+    UnknownPeer(u64),
+    #[error("node {peer} unreachable: {reason}")]
+    Unreachable { peer: u64, reason: String },
+    #[error("node {0} did not answer in time")]
+    Timeout(u64),
+    #[error("node {peer} could not handle the request: {reason}")]
+    Remote { peer: u64, reason: String },
+}
+
+/// Status byte that starts every reply body.
+const REPLY_OK: u8 = 0;
+const REPLY_ERROR: u8 = 1;
+
+/// The replies a connection awaits; `closed` once it is lost, after which nothing waits.
+#[derive(Default)]
+struct Waiters {
+    closed: bool,
+    by_request: HashMap<u64, oneshot::Sender<Bytes>>,
+}
+
+type Pending = Arc<Mutex<Waiters>>;
+
+/// An open outbound connection: frames to write, and the replies awaited.
+struct Link {
+    frames: mpsc::Sender<Frame>,
+    pending: Pending,
+}
+
+/// What this node knows about reaching one peer.
+#[derive(Default)]
+struct PeerState {
+    link: Option<Arc<Link>>,
+    last_failed_dial: Option<Instant>,
+}
+
+/// This node's end of the transport.
+pub struct PeerTransport {
+    node_id: u64,
+    local_addr: SocketAddr,
+    addresses: Mutex<HashMap<u64, SocketAddr>>,
+    /// Per peer, so that dialling one peer never holds up requests to another.
+    peers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<PeerState>>>>,
+    next_request_id: std::sync::atomic::AtomicU64,
+    limits: TransportLimits,
+}
+
+impl PeerTransport {
+    /// Listens on `listen` for peers' connections, answering their requests with `handler`.
+    pub async fn start(
+        node_id: u64,
+        listen: SocketAddr,
+        addresses: HashMap<u64, SocketAddr>,
+        handler: Arc<dyn InboundHandler>,
+        limits: TransportLimits,
+    ) -> std::io::Result<Arc<PeerTransport>> {
+        let listener = TcpListener::bind(listen).await?;
+        let local_addr = listener.local_addr()?;
+        let transport = Arc::new(PeerTransport {
+            node_id,
+            local_addr,
+            addresses: Mutex::new(addresses),
+            peers: Mutex::new(HashMap::new()),
+            next_request_id: std::sync::atomic::AtomicU64::new(1),
+            limits: limits.clone(),
+        });
+        tokio::spawn(accept_loop(listener, node_id, handler, limits));
+        Ok(transport)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sets or changes where node `peer` listens; an open connection to it is kept.
+    pub fn set_address(&self, peer: u64, addr: SocketAddr) {
+        if let Ok(mut a) = self.addresses.lock() {
+            a.insert(peer, addr);
+        }
+    }
+
+    /// Sends a request to `peer` and waits for its reply body, at most `timeout`.
+    pub async fn request(&self, peer: u64, kind: Kind, group: GroupId, body: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let link = tokio::time::timeout_at(deadline, self.link(peer)).await.map_err(|_| TransportError::Timeout(peer))??;
+        let request_id = self.next_request_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let unreachable = |reason: &str| TransportError::Unreachable { peer, reason: reason.to_string() };
+        {
+            let mut p = link.pending.lock().map_err(|_| unreachable("connection state poisoned"))?;
+            if p.closed {
+                return Err(unreachable("connection lost"));
+            }
+            p.by_request.insert(request_id, tx);
+        }
+        let frame = Frame { kind, response: false, request_id, group, body };
+        if tokio::time::timeout_at(deadline, link.frames.send(frame)).await.is_err() {
+            forget(&link.pending, request_id);
+            return Err(TransportError::Timeout(peer));
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => {
+                forget(&link.pending, request_id);
+                Err(TransportError::Timeout(peer))
+            }
+            Ok(Err(_)) => Err(unreachable("connection lost")),
+            Ok(Ok(mut reply)) => match reply.first().copied() {
+                Some(REPLY_OK) => {
+                    reply.advance(1);
+                    Ok(reply)
+                }
+                Some(REPLY_ERROR) => Err(TransportError::Remote { peer, reason: String::from_utf8_lossy(&reply[1..]).into_owned() }),
+                _ => Err(unreachable("malformed reply")),
+            },
+        }
+    }
+
+    /// The open link to `peer`, dialling it if there is none.
+    async fn link(&self, peer: u64) -> Result<Arc<Link>, TransportError> {
+        let slot = {
+            let mut peers = self.peers.lock().map_err(|_| TransportError::Unreachable { peer, reason: "state poisoned".into() })?;
+            peers.entry(peer).or_default().clone()
+        };
+        let mut state = slot.lock().await;
+        if let Some(link) = state.link.as_ref().filter(|l| l.is_open()) {
+            return Ok(link.clone());
+        }
+        state.link = None;
+        if state.last_failed_dial.is_some_and(|t| t.elapsed() < self.limits.reconnect_backoff) {
+            return Err(TransportError::Unreachable { peer, reason: "reconnecting".into() });
+        }
+        let addr = self.addresses.lock().ok().and_then(|a| a.get(&peer).copied()).ok_or(TransportError::UnknownPeer(peer))?;
+        match self.dial(peer, addr).await {
+            Ok(link) => {
+                state.last_failed_dial = None;
+                state.link = Some(link.clone());
+                Ok(link)
+            }
+            Err(reason) => {
+                state.last_failed_dial = Some(Instant::now());
+                debug!(peer, %addr, %reason, "cannot reach peer");
+                Err(TransportError::Unreachable { peer, reason })
+            }
+        }
+    }
+
+    async fn dial(&self, peer: u64, addr: SocketAddr) -> Result<Arc<Link>, String> {
+        let limits = &self.limits;
+        let mut stream = tokio::time::timeout(limits.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::new();
+        hello(self.node_id, peer, false).encode(&mut buf, limits.max_frame_bytes).map_err(|e| e.to_string())?;
+        stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+        buf.clear();
+        let reply = tokio::time::timeout(limits.connect_timeout, read_frame(&mut stream, &mut buf, limits.max_frame_bytes))
+            .await
+            .map_err(|_| "no hello from the peer".to_string())?
+            .map_err(|e| e.to_string())?;
+        match reply {
+            Some(f) if f.kind == Kind::Hello && f.response && parse_hello(&f.body) == Some((peer, self.node_id)) => {}
+            _ => return Err(format!("{addr} is not node {peer}")),
+        }
+        let (reader, writer) = stream.into_split();
+        let (frames, rx) = mpsc::channel(limits.max_inflight_per_connection);
+        let pending: Pending = Arc::default();
+        tokio::spawn(write_frames(writer, rx, limits.max_frame_bytes));
+        tokio::spawn(read_replies(reader, buf, pending.clone(), limits.max_frame_bytes, frames.clone()));
+        Ok(Arc::new(Link { frames, pending }))
+    }
+}
+
+impl Link {
+    fn is_open(&self) -> bool {
+        !self.frames.is_closed() && self.pending.lock().is_ok_and(|p| !p.closed)
+    }
+}
+
+fn forget(pending: &Pending, request_id: u64) {
+    if let Ok(mut p) = pending.lock() {
+        p.by_request.remove(&request_id);
+    }
+}
+
+fn hello(from: u64, to: u64, response: bool) -> Frame {
+    let mut body = BytesMut::with_capacity(18);
+    body.put_u64(from);
+    body.put_u64(to);
+    body.put_u16(PROTOCOL_VERSION);
+    Frame { kind: Kind::Hello, response, request_id: 0, group: GroupId::Controller, body: body.freeze() }
+}
+
+/// (from, to) of a Hello of our protocol version.
+fn parse_hello(body: &[u8]) -> Option<(u64, u64)> {
+    let mut b = body;
+    if b.len() != 18 {
+        return None;
+    }
+    let (from, to, version) = (b.get_u64(), b.get_u64(), b.get_u16());
+    (version == PROTOCOL_VERSION).then_some((from, to))
+}
+
+/// Reads the next frame; `None` at a clean end of the stream.
+async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, std::io::Error> {
+    loop {
+        match Frame::decode(buf, max) {
+            Ok(Some(f)) => return Ok(Some(f)),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return if buf.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
+        }
+    }
+}
+
+async fn write_frames(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>, max: usize) {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = rx.recv().await {
+        buf.clear();
+        if let Err(e) = frame.encode(&mut buf, max) {
+            warn!(error = %e, "dropping a frame too large to send");
+            continue;
+        }
+        // Send what else is already queued in the same write.
+        while let Ok(next) = rx.try_recv() {
+            if next.encode(&mut buf, max).is_err() || buf.len() > 1 << 20 {
+                break;
+            }
+        }
+        if writer.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_replies(
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut buf: BytesMut,
+    pending: Pending,
+    max: usize,
+    frames: mpsc::Sender<Frame>,
+) {
+    loop {
+        match read_frame(&mut reader, &mut buf, max).await {
+            Ok(Some(f)) if f.response => {
+                let waiter = pending.lock().ok().and_then(|mut p| p.by_request.remove(&f.request_id));
+                if let Some(w) = waiter {
+                    let _ = w.send(f.body);
+                }
+            }
+            Ok(Some(_)) => {
+                warn!("peer sent a request on our connection; closing it");
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                debug!(error = %e, "peer connection lost");
+                break;
+            }
+        }
+    }
+    // Dropping the senders fails every waiter at once; `closed` makes the next request
+    // dial again, and dropping our queue handle lets the writer end with the link.
+    if let Ok(mut p) = pending.lock() {
+        p.closed = true;
+        p.by_request.clear();
+    }
+    drop(frames);
+}
+
+async fn accept_loop(listener: TcpListener, node_id: u64, handler: Arc<dyn InboundHandler>, limits: TransportLimits) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer_addr)) => {
+                let (handler, limits) = (handler.clone(), limits.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = serve_peer(stream, node_id, handler, limits).await {
+                        debug!(%peer_addr, error = %e, "peer connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "accepting a peer connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves one inbound connection: Hello, then requests handled concurrently, replies
+/// written as they complete.
+async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHandler>, limits: TransportLimits) -> Result<(), String> {
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut reader, writer) = stream.into_split();
+    let mut buf = BytesMut::new();
+    let first = tokio::time::timeout(limits.connect_timeout, read_frame(&mut reader, &mut buf, limits.max_frame_bytes))
+        .await
+        .map_err(|_| "no hello".to_string())?
+        .map_err(|e| e.to_string())?;
+    let from = match first.filter(|f| f.kind == Kind::Hello && !f.response).and_then(|f| parse_hello(&f.body)) {
+        Some((from, to)) if to == node_id => from,
+        Some((_, to)) => return Err(format!("hello for node {to}, this is node {node_id}")),
+        None => return Err("the first frame was not a hello".into()),
+    };
+    let (replies, rx) = mpsc::channel(limits.max_inflight_per_connection);
+    tokio::spawn(write_frames(writer, rx, limits.max_frame_bytes));
+    replies.send(hello(node_id, from, true)).await.map_err(|_| "connection closed".to_string())?;
+    let slots = Arc::new(Semaphore::new(limits.max_inflight_per_connection));
+    loop {
+        let permit = slots.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let Some(frame) = read_frame(&mut reader, &mut buf, limits.max_frame_bytes).await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        if frame.response || frame.kind == Kind::Hello {
+            return Err(FrameError::UnknownKind(frame.kind as u8).to_string());
+        }
+        let (handler, replies) = (handler.clone(), replies.clone());
+        tokio::spawn(async move {
+            let body = match handler.handle(from, frame.kind, frame.group, frame.body).await {
+                Ok(b) => {
+                    let mut out = BytesMut::with_capacity(1 + b.len());
+                    out.put_u8(REPLY_OK);
+                    out.put_slice(&b);
+                    out
+                }
+                Err(reason) => {
+                    let mut out = BytesMut::with_capacity(1 + reason.len());
+                    out.put_u8(REPLY_ERROR);
+                    out.put_slice(reason.as_bytes());
+                    out
+                }
+            };
+            let reply = Frame { kind: frame.kind, response: true, request_id: frame.request_id, group: frame.group, body: body.freeze() };
+            let _ = replies.send(reply).await;
+            drop(permit);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Echoes the request back with the group and the sender prepended; "fail" fails,
+    /// "slow" answers after a second.
+    struct Echo;
+
+    impl InboundHandler for Echo {
+        fn handle(&self, from: u64, kind: Kind, group: GroupId, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+            Box::pin(async move {
+                if &body[..] == b"fail" {
+                    return Err("asked to fail".into());
+                }
+                if &body[..] == b"slow" {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Ok(Bytes::from(format!("{from}:{kind:?}:{group:?}:{}", String::from_utf8_lossy(&body))))
+            })
+        }
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    async fn node(id: u64, peers: &[(u64, SocketAddr)]) -> Arc<PeerTransport> {
+        PeerTransport::start(id, "127.0.0.1:0".parse().expect("addr"), peers.iter().copied().collect(), Arc::new(Echo), TransportLimits::default())
+            .await
+            .expect("start")
+    }
+
+    fn partition(p: i32) -> GroupId {
+        GroupId::Partition { topic: uuid::Uuid::from_u128(42), partition: p }
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_requests_get_their_own_replies() {
+        let b = node(2, &[]).await;
+        let a = node(1, &[(2, b.local_addr())]).await;
+        let calls = (0..2_000).map(|i| {
+            let a = a.clone();
+            async move { (i, a.request(2, Kind::AppendEntries, partition(i % 7), Bytes::from(format!("req-{i}")), T).await) }
+        });
+        for (i, reply) in futures::future::join_all(calls).await {
+            let expected = format!("1:AppendEntries:{:?}:req-{i}", partition(i % 7));
+            assert_eq!(reply.expect("reply"), Bytes::from(expected));
+        }
+        let err = a.request(2, Kind::Vote, GroupId::Controller, Bytes::from_static(b"fail"), T).await;
+        assert_eq!(err, Err(TransportError::Remote { peer: 2, reason: "asked to fail".into() }));
+    }
+
+    #[tokio::test]
+    async fn a_connection_to_the_wrong_node_is_refused() {
+        let b = node(2, &[]).await;
+        // Node 1 believes node 3 listens where node 2 does.
+        let a = node(1, &[(3, b.local_addr())]).await;
+        let err = a.request(3, Kind::Vote, GroupId::Controller, Bytes::new(), T).await.expect_err("wrong node");
+        assert!(matches!(err, TransportError::Unreachable { peer: 3, .. }), "{err:?}");
+        assert_eq!(a.request(4, Kind::Vote, GroupId::Controller, Bytes::new(), T).await, Err(TransportError::UnknownPeer(4)));
+    }
+
+    #[tokio::test]
+    async fn a_lost_peer_fails_pending_requests_at_once_and_is_dialled_again_when_back() {
+        // The peer is a plain listener we control: Hello, then read one request and vanish.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let a = node(1, &[(2, addr)]).await;
+        let fake_peer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = BytesMut::new();
+            let first = read_frame(&mut s, &mut buf, 1 << 20).await.expect("read").expect("hello");
+            assert_eq!(parse_hello(&first.body), Some((1, 2)));
+            let mut out = BytesMut::new();
+            hello(2, 1, true).encode(&mut out, 1 << 20).expect("encode");
+            s.write_all(&out).await.expect("write");
+            let _ = read_frame(&mut s, &mut buf, 1 << 20).await;
+            drop(s); // gone without replying
+            listener
+        });
+        let started = Instant::now();
+        let err = a.request(2, Kind::AppendEntries, partition(0), Bytes::from_static(b"x"), T).await.expect_err("peer vanished");
+        assert!(matches!(err, TransportError::Unreachable { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(1), "failed after {:?}, not at once", started.elapsed());
+        drop(fake_peer.await.expect("fake peer"));
+
+        // A real node 2 comes up at a new address; after the backoff node 1 dials it.
+        let b = node(2, &[]).await;
+        a.set_address(2, b.local_addr());
+        tokio::time::sleep(TransportLimits::default().reconnect_backoff).await;
+        let reply = a.request(2, Kind::Vote, GroupId::Coordinator, Bytes::from_static(b"again"), T).await.expect("reconnected");
+        assert_eq!(reply, Bytes::from_static(b"1:Vote:Coordinator:again"));
+    }
+
+    #[tokio::test]
+    async fn a_request_times_out_without_blocking_others() {
+        let b = node(2, &[]).await;
+        let a = node(1, &[(2, b.local_addr())]).await;
+        let slow = a.request(2, Kind::Forward, GroupId::Controller, Bytes::from_static(b"slow"), Duration::from_millis(200));
+        let fast = a.request(2, Kind::Forward, GroupId::Controller, Bytes::from_static(b"fast"), T);
+        let (slow, fast) = tokio::join!(slow, fast);
+        assert_eq!(slow, Err(TransportError::Timeout(2)));
+        assert_eq!(fast.expect("fast"), Bytes::from_static(b"1:Forward:Controller:fast"));
+    }
+
+    #[tokio::test]
+    async fn an_inbound_hello_for_another_node_is_closed_unanswered() {
+        let b = node(2, &[]).await;
+        for first in [hello(1, 3, false), Frame { kind: Kind::Vote, ..hello(1, 2, false) }] {
+            let mut s = TcpStream::connect(b.local_addr()).await.expect("connect");
+            let mut out = BytesMut::new();
+            first.encode(&mut out, 1 << 20).expect("encode");
+            s.write_all(&out).await.expect("write");
+            let mut buf = BytesMut::new();
+            let end = tokio::time::timeout(T, read_frame(&mut s, &mut buf, 1 << 20)).await.expect("closed in time");
+            assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_from_a_peer_closes_its_connection() {
+        let b = node(2, &[]).await;
+        let mut s = TcpStream::connect(b.local_addr()).await.expect("connect");
+        let mut out = BytesMut::new();
+        hello(1, 2, false).encode(&mut out, 1 << 20).expect("encode");
+        out.put_u32(u32::MAX); // a frame of 4 GiB
+        s.write_all(&out).await.expect("write");
+        let mut buf = BytesMut::new();
+        let reply = read_frame(&mut s, &mut buf, 1 << 20).await.expect("hello reply").expect("hello");
+        assert!(reply.response);
+        let end = tokio::time::timeout(T, read_frame(&mut s, &mut buf, 1 << 20)).await.expect("closed in time");
+        assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    }
+}
