@@ -74,6 +74,13 @@ struct ControllerStateMachine {
 }
 
 impl ControllerStateMachine {
+    /// The state machine as `store` last persisted it, and the receiver of its states.
+    fn open(store: Arc<MetadataStore>) -> Result<(ControllerStateMachine, watch::Receiver<Arc<ClusterState>>), ClusterError> {
+        let applied: AppliedRecord = store.get_json(cf::CLUSTER, KEY_STATE).map_err(unavailable)?.unwrap_or_default();
+        let (publish, state) = watch::channel(Arc::new(applied.state.clone()));
+        Ok((ControllerStateMachine { store, applied, publish }, state))
+    }
+
     fn persist(&self) -> Result<(), StorageError> {
         let value = to_json(&self.applied).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
         self.store
@@ -176,9 +183,7 @@ impl Controller {
     /// Starts the controller group from `store` (initialising a one-voter group on first
     /// start), waits for a leader and registers this broker's client endpoint.
     pub async fn start(node_id: u64, host: String, port: u16, store: Arc<MetadataStore>) -> Result<Controller, ClusterError> {
-        let applied: AppliedRecord = store.get_json(cf::CLUSTER, KEY_STATE).map_err(unavailable)?.unwrap_or_default();
-        let (publish, state) = watch::channel(Arc::new(applied.state.clone()));
-        let sm = ControllerStateMachine { store: store.clone(), applied, publish };
+        let (sm, state) = ControllerStateMachine::open(store.clone())?;
         let log = RocksLogStore::<ControllerRaft>::new(store.clone(), RAFT_PREFIX);
         let config = command_group_config("runnel-controller", 1_000, 100).map_err(unavailable)?;
         let raft = Raft::new(node_id, config, NoPeers, log, sm).await.map_err(unavailable)?;
@@ -266,5 +271,100 @@ mod tests {
         assert_eq!(s.topics["orders"].configs.get("retention.ms").map(String::as_str), Some("1000"));
         assert_eq!(s.brokers[&1].port, 9093, "a changed endpoint is re-registered");
         c.shutdown().await;
+    }
+
+    /// Three voters over the node-to-node transport: a command proposed on the leader is
+    /// applied by all three; with the leader gone the other two elect a new one and go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_voters_replicate_over_the_transport_and_survive_the_leader() {
+        use crate::replication::transport::frame::GroupId;
+        use crate::replication::transport::peer::{PeerTransport, TransportLimits};
+        use crate::replication::transport::raft::{GroupNetwork, GroupRouter};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = Vec::new();
+        for id in 1..=3u64 {
+            let router = Arc::new(GroupRouter::default());
+            let transport = PeerTransport::start(id, "127.0.0.1:0".parse().expect("addr"), Default::default(), router.clone(), TransportLimits::default())
+                .await
+                .expect("transport");
+            nodes.push((id, router, transport));
+        }
+        for (_, _, t) in &nodes {
+            for (peer, _, other) in &nodes {
+                t.set_address(*peer, other.local_addr());
+            }
+        }
+        let mut rafts = Vec::new();
+        for (id, router, transport) in &nodes {
+            let store = Arc::new(MetadataStore::open(&dir.path().join(id.to_string())).expect("store"));
+            let (sm, state) = ControllerStateMachine::open(store.clone()).expect("state machine");
+            let log = RocksLogStore::<ControllerRaft>::new(store, RAFT_PREFIX);
+            let config = command_group_config("runnel-controller", 1_000, 100).expect("config");
+            let network = GroupNetwork::new(transport.clone(), GroupId::Controller);
+            let raft = Raft::new(*id, config, network, log, sm).await.expect("raft");
+            router.register(GroupId::Controller, Arc::new(raft.clone()));
+            rafts.push((raft, state));
+        }
+        let voters: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::default())).collect();
+        rafts[0].0.initialize(voters).await.expect("initialise");
+
+        let leader = |rafts: &[(Raft<ControllerRaft>, watch::Receiver<Arc<ClusterState>>)], skip: Option<usize>| {
+            let rafts = rafts.to_vec();
+            async move {
+                for _ in 0..100 {
+                    for (i, (r, _)) in rafts.iter().enumerate() {
+                        if Some(i) != skip && r.metrics().borrow().current_leader == Some(i as u64 + 1) {
+                            return i;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                panic!("no leader elected");
+            }
+        };
+        let applied_everywhere = |rafts: &[(Raft<ControllerRaft>, watch::Receiver<Arc<ClusterState>>)], name: &str, skip: Option<usize>| {
+            let (rafts, name) = (rafts.to_vec(), name.to_string());
+            async move {
+                for _ in 0..100 {
+                    if rafts.iter().enumerate().all(|(i, (_, s))| Some(i) == skip || s.borrow().topics.contains_key(&name)) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let metrics: Vec<String> = rafts
+                    .iter()
+                    .map(|(r, s)| {
+                        let m = r.metrics().borrow().clone();
+                        format!("node {}: leader {:?} applied {:?} log {:?} topics {:?}", m.id, m.current_leader, m.last_applied, m.last_log_index, s.borrow().topics.keys().collect::<Vec<_>>())
+                    })
+                    .collect();
+                panic!("{name} not applied on every live voter:\n{}", metrics.join("\n"));
+            }
+        };
+
+        let first = leader(&rafts, None).await;
+        let write = |i: usize, cmd: ControllerCommand| {
+            let raft = rafts[i].0.clone();
+            async move { raft.client_write(cmd).await.expect("written on the leader").data.0.expect("applied") }
+        };
+        for id in 1..=3u64 {
+            write(first, ControllerCommand::RegisterBroker(BrokerMeta { node_id: id, host: "127.0.0.1".into(), port: 9092, rack: None })).await;
+        }
+        write(first, create("orders")).await;
+        applied_everywhere(&rafts, "orders", None).await;
+
+        // The leader goes away: its raft stops and its node answers no raft RPC.
+        rafts[first].0.shutdown().await.expect("shutdown");
+        nodes[first].1.unregister(GroupId::Controller);
+        let second = leader(&rafts, Some(first)).await;
+        assert_ne!(second, first);
+        write(second, create("payments")).await;
+        applied_everywhere(&rafts, "payments", Some(first)).await;
+        for (i, (r, _)) in rafts.iter().enumerate() {
+            if i != first {
+                r.shutdown().await.expect("shutdown");
+            }
+        }
     }
 }

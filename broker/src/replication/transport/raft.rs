@@ -1,0 +1,162 @@
+//! openraft over the transport: `GroupNetwork` sends one group's raft RPCs to peers, and
+//! `GroupRouter` hands each inbound RPC to the local raft of the group it names. Bodies
+//! are JSON for now (openraft's serde types); partition entries will get a binary form
+//! that keeps record batches zero-copy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{BasicNode, Raft, RaftTypeConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::frame::{GroupId, Kind};
+use super::peer::{InboundHandler, PeerTransport, TransportError};
+
+/// The raft network of one group: every RPC goes over the shared transport, tagged with
+/// the group.
+#[derive(Clone)]
+pub struct GroupNetwork {
+    transport: Arc<PeerTransport>,
+    group: GroupId,
+}
+
+impl GroupNetwork {
+    pub fn new(transport: Arc<PeerTransport>, group: GroupId) -> Self {
+        GroupNetwork { transport, group }
+    }
+}
+
+/// A client of one peer for one group (openraft makes one per replication stream).
+pub struct GroupPeer {
+    network: GroupNetwork,
+    target: u64,
+}
+
+impl<C: RaftTypeConfig<NodeId = u64, Node = BasicNode>> RaftNetworkFactory<C> for GroupNetwork
+where
+    AppendEntriesRequest<C>: Serialize,
+    InstallSnapshotRequest<C>: Serialize,
+{
+    type Network = GroupPeer;
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> GroupPeer {
+        GroupPeer { network: self.clone(), target }
+    }
+}
+
+fn rpc_error<E: std::error::Error>(e: TransportError) -> RPCError<u64, BasicNode, E> {
+    match e {
+        TransportError::UnknownPeer(_) | TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        TransportError::Timeout(_) | TransportError::Remote { .. } => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+impl GroupPeer {
+    async fn call<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &self,
+        kind: Kind,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>> {
+        let body = serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = self
+            .network
+            .transport
+            .request(self.target, kind, self.network.group, Bytes::from(body), option.hard_ttl())
+            .await
+            .map_err(rpc_error)?;
+        let result: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+    }
+}
+
+impl<C: RaftTypeConfig<NodeId = u64, Node = BasicNode>> RaftNetwork<C> for GroupPeer
+where
+    AppendEntriesRequest<C>: Serialize,
+    InstallSnapshotRequest<C>: Serialize,
+{
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(Kind::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<C>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+        self.call(Kind::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(Kind::Vote, &rpc, &option).await
+    }
+}
+
+/// A local raft group that answers RPCs from peers.
+pub trait InboundGroup: Send + Sync + 'static {
+    fn handle(&self, kind: Kind, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Bytes, String> {
+    serde_json::to_vec(value).map(Bytes::from).map_err(|e| e.to_string())
+}
+
+impl<C: RaftTypeConfig<NodeId = u64, Node = BasicNode>> InboundGroup for Raft<C>
+where
+    AppendEntriesRequest<C>: DeserializeOwned,
+    InstallSnapshotRequest<C>: DeserializeOwned,
+{
+    fn handle(&self, kind: Kind, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        let raft = self.clone();
+        Box::pin(async move {
+            let bad = |e: serde_json::Error| format!("malformed {kind:?}: {e}");
+            match kind {
+                Kind::AppendEntries => reply(&raft.append_entries(serde_json::from_slice(&body).map_err(bad)?).await),
+                Kind::Vote => reply(&raft.vote(serde_json::from_slice(&body).map_err(bad)?).await),
+                Kind::InstallSnapshot => reply(&raft.install_snapshot(serde_json::from_slice(&body).map_err(bad)?).await),
+                other => Err(format!("{other:?} is not a raft RPC")),
+            }
+        })
+    }
+}
+
+/// The groups open on this node, by id; the transport's inbound handler.
+#[derive(Default)]
+pub struct GroupRouter {
+    groups: RwLock<HashMap<GroupId, Arc<dyn InboundGroup>>>,
+}
+
+impl GroupRouter {
+    pub fn register(&self, group: GroupId, raft: Arc<dyn InboundGroup>) {
+        if let Ok(mut g) = self.groups.write() {
+            g.insert(group, raft);
+        }
+    }
+
+    pub fn unregister(&self, group: GroupId) {
+        if let Ok(mut g) = self.groups.write() {
+            g.remove(&group);
+        }
+    }
+}
+
+impl InboundHandler for GroupRouter {
+    fn handle(&self, _from: u64, kind: Kind, group: GroupId, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        let target = self.groups.read().ok().and_then(|g| g.get(&group).cloned());
+        match target {
+            Some(raft) => raft.handle(kind, body),
+            // A group a peer knows before this node has opened it (or after it closed it):
+            // the sender sees an error and retries.
+            None => Box::pin(async move { Err(format!("group {group:?} is not open here")) }),
+        }
+    }
+}
