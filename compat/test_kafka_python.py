@@ -2,9 +2,10 @@
 codec, manual-assignment consumption, ListOffsets, DescribeConfigs, DescribeCluster,
 DeleteTopics.
 
-No consumer groups: the broker has no FindCoordinator/JoinGroup yet, so consumers run with
-group_id=None and assign(), and never commit. Producers disable idempotence (kafka-python
-3 turns it on by default; the broker has no InitProducerId)."""
+Consumers here run with group_id=None and assign(), and producers disable idempotence
+(kafka-python 3 turns it on by default), so these tests pin plain batches and fetches;
+consumer groups are tested in test_groups_kafka_python.py, idempotent and transactional
+producers in test_transactions_kafka_python.py."""
 
 import time
 
