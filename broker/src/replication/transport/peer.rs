@@ -102,6 +102,8 @@ pub struct PeerTransport {
     peers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<PeerState>>>>,
     next_request_id: std::sync::atomic::AtomicU64,
     limits: TransportLimits,
+    /// Set by `shutdown`: the listener and every inbound connection stop.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl PeerTransport {
@@ -115,6 +117,7 @@ impl PeerTransport {
     ) -> std::io::Result<Arc<PeerTransport>> {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let transport = Arc::new(PeerTransport {
             node_id,
             local_addr,
@@ -122,9 +125,23 @@ impl PeerTransport {
             peers: Mutex::new(HashMap::new()),
             next_request_id: std::sync::atomic::AtomicU64::new(1),
             limits: limits.clone(),
+            stop,
         });
-        tokio::spawn(accept_loop(listener, node_id, handler, limits));
+        tokio::spawn(accept_loop(listener, node_id, handler, limits, stopped));
         Ok(transport)
+    }
+
+    /// Stops listening, closes inbound connections and drops outbound ones; requests
+    /// after this fail as unreachable.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let slots: Vec<_> = self.peers.lock().map(|mut p| p.drain().map(|(_, s)| s).collect()).unwrap_or_default();
+        for slot in slots {
+            slot.lock().await.link = None;
+        }
+        if let Ok(mut a) = self.addresses.lock() {
+            a.clear();
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -333,14 +350,27 @@ async fn read_replies(
     drop(frames);
 }
 
-async fn accept_loop(listener: TcpListener, node_id: u64, handler: Arc<dyn InboundHandler>, limits: TransportLimits) {
+async fn accept_loop(
+    listener: TcpListener,
+    node_id: u64,
+    handler: Arc<dyn InboundHandler>,
+    limits: TransportLimits,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
             Ok((stream, peer_addr)) => {
-                let (handler, limits) = (handler.clone(), limits.clone());
+                let (handler, limits, mut stopped) = (handler.clone(), limits.clone(), stopped.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = serve_peer(stream, node_id, handler, limits).await {
-                        debug!(%peer_addr, error = %e, "peer connection closed");
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => {}
+                        r = serve_peer(stream, node_id, handler, limits) => if let Err(e) = r {
+                            debug!(%peer_addr, error = %e, "peer connection closed");
+                        }
                     }
                 });
             }
@@ -503,6 +533,20 @@ mod tests {
         let (slow, fast) = tokio::join!(slow, fast);
         assert_eq!(slow, Err(TransportError::Timeout(2)));
         assert_eq!(fast.expect("fast"), Bytes::from_static(b"1:Forward:Controller:fast"));
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_a_node_neither_listens_nor_answers() {
+        let b = node(2, &[]).await;
+        let a = node(1, &[(2, b.local_addr())]).await;
+        a.request(2, Kind::Vote, GroupId::Controller, Bytes::from_static(b"up"), T).await.expect("before");
+        b.shutdown().await;
+        let err = a.request(2, Kind::Vote, GroupId::Controller, Bytes::from_static(b"down"), T).await.expect_err("after");
+        assert!(matches!(err, TransportError::Unreachable { .. }), "{err:?}");
+        tokio::time::sleep(TransportLimits::default().reconnect_backoff).await;
+        assert!(TcpStream::connect(b.local_addr()).await.is_err(), "the listener is closed");
+        a.shutdown().await;
+        assert_eq!(a.request(2, Kind::Vote, GroupId::Controller, Bytes::new(), T).await, Err(TransportError::UnknownPeer(2)));
     }
 
     #[tokio::test]
