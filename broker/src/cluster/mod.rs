@@ -105,6 +105,16 @@ pub enum ControllerCommand {
     AllocateProducerIds { count: i64 },
 }
 
+impl ControllerCommand {
+    /// Partitions applying the command would add (a CreateTopic's count; 0 for the rest).
+    pub fn partitions_added(&self) -> usize {
+        match self {
+            ControllerCommand::CreateTopic { partitions, .. } => usize::try_from(*partitions).unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
 /// What applying a command changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {

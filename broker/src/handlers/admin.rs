@@ -24,12 +24,11 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const DEFAULT_REPLICATION_FACTOR: i16 = 1;
 
-/// Creates `name` with the broker's defaults (auto-creation) and returns it.
-/// Refuses a topic of `partitions` that would take the node past its partition capacity
-/// (every partition is hosted here while Runnel runs as one node).
-fn check_partition_capacity(node: &Node, partitions: i32) -> Result<(), BrokerError> {
+/// Refuses a command that would take the node past its partition capacity (every
+/// partition is hosted here while Runnel runs as one node).
+fn check_partition_capacity(node: &Node, cmd: &ControllerCommand) -> Result<(), BrokerError> {
     let hosted: usize = node.cluster().topics.values().map(|t| t.partitions.len()).sum();
-    let adding = usize::try_from(partitions).unwrap_or(0);
+    let adding = cmd.partitions_added();
     if hosted.saturating_add(adding) > node.partition_capacity {
         return Err(BrokerError::PolicyViolation(format!(
             "{adding} more partitions would exceed this node's limit of {} ({hosted} hosted); raise max_partitions or the open-file limit",
@@ -39,18 +38,16 @@ fn check_partition_capacity(node: &Node, partitions: i32) -> Result<(), BrokerEr
     Ok(())
 }
 
-/// Proposes a CreateTopic command within the node's partition capacity; the check and the
+/// Proposes a topic creation within the node's partition capacity; the check and the
 /// proposal happen under one lock so that concurrent creations cannot both pass.
 async fn propose_topic(node: &Node, cmd: ControllerCommand) -> Result<(), BrokerError> {
-    let ControllerCommand::CreateTopic { partitions, .. } = &cmd else {
-        return Err(BrokerError::InvalidRequest("not a topic creation".into()));
-    };
     let _creating = node.topic_creation.lock().await;
-    check_partition_capacity(node, *partitions)?;
+    check_partition_capacity(node, &cmd)?;
     node.controller.propose(cmd).await?;
     Ok(())
 }
 
+/// Creates `name` with the broker's defaults (auto-creation) and returns it.
 pub(super) async fn create_topic_with_defaults(node: &Node, name: &str) -> Result<TopicMeta, BrokerError> {
     let cmd = ControllerCommand::CreateTopic {
         name: name.to_string(),
@@ -156,7 +153,7 @@ pub async fn handle_create_topics(node: &Node, req: CreateTopicsRequest, version
         };
         let outcome = if req.validate_only {
             let mut scratch = (*node.cluster()).clone();
-            check_partition_capacity(node, partitions).and_then(|()| scratch.apply(cmd).map(|_| ()).map_err(BrokerError::from))
+            check_partition_capacity(node, &cmd).and_then(|()| scratch.apply(cmd).map(|_| ()).map_err(BrokerError::from))
         } else {
             propose_topic(node, cmd).await
         };
