@@ -8,7 +8,6 @@ mod common;
 use bytes::Bytes;
 use common::{batch, create_topic, produce, proc_status_kib, s, Broker, Client};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
@@ -41,16 +40,7 @@ fn fetch_all(c: &mut Client, topic: &str, partition: i32, offset: i64) -> (i16, 
 }
 
 fn list_offset(c: &mut Client, topic: &str, partition: i32, ts: i64) -> (i16, i64, i64) {
-    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(TopicName(s(topic)))
-        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(ts).with_current_leader_epoch(-1)])]);
-    match c.request(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(req)) {
-        ResponseKind::ListOffsets(r) => {
-            let p = &r.topics[0].partitions[0];
-            (p.error_code, p.offset, p.timestamp)
-        }
-        other => panic!("{other:?}"),
-    }
+    common::list_offsets(c, 7, topic, partition, ts)
 }
 
 #[test]

@@ -16,7 +16,6 @@ use bytes::{Buf, Bytes};
 use common::{batch, create_topic, produce, proc_status_kib, s, Broker, Client};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
@@ -129,16 +128,8 @@ fn fetch(c: &mut Client, version: i16, topic: FetchTopic) -> fetch_response::Par
 
 /// (error code, offset) of a ListOffsets lookup of `timestamp`.
 fn list_offsets(c: &mut Client, version: i16, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
-    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(TopicName(s(topic)))
-        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp).with_current_leader_epoch(-1)])]);
-    match c.request(ApiKey::ListOffsets, version, RequestKind::ListOffsets(req)) {
-        ResponseKind::ListOffsets(r) => {
-            let p = &r.topics[0].partitions[0];
-            (p.error_code, p.offset)
-        }
-        other => panic!("{other:?}"),
-    }
+    let (error, offset, _) = common::list_offsets(c, version, topic, partition, timestamp);
+    (error, offset)
 }
 
 fn metadata_error(c: &mut Client, topic: &str, allow_auto_create: bool) -> i16 {

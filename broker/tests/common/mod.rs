@@ -255,6 +255,23 @@ pub fn create_topic(c: &mut Client, name: &str, partitions: i32, configs: &[(&st
     }
 }
 
+/// (error code, offset, timestamp) of a ListOffsets lookup of `timestamp` (-1 latest,
+/// -2 earliest, -3 max timestamp, or a time) in one partition.
+pub fn list_offsets(c: &mut Client, version: i16, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{BrokerId, ListOffsetsRequest};
+    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(TopicName(s(topic)))
+        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp).with_current_leader_epoch(-1)])]);
+    match c.request(ApiKey::ListOffsets, version, RequestKind::ListOffsets(req)) {
+        ResponseKind::ListOffsets(r) => {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.offset, p.timestamp)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 pub fn produce(c: &mut Client, version: i16, topic: &str, partition: i32, records: Bytes, acks: i16) -> Option<produce_response::PartitionProduceResponse> {
     let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
         .with_name(TopicName(s(topic)))
