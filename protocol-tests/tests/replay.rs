@@ -18,7 +18,6 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -27,6 +26,7 @@ use bytes::{Buf, Bytes};
 use common::Broker;
 use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Decodable;
+use protocol_tests::fixtures;
 use runnel::protocol::{legacy, versions};
 
 /// The broker flags `capture.py` runs with.
@@ -55,42 +55,28 @@ impl Exchange {
     }
 }
 
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
-}
-
 /// The exchanges of a fixture: requests paired with their captured responses (requests
 /// whose connection closed before an answer are left out: nothing can be compared).
 fn load(client: &str) -> (String, Vec<Exchange>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(format!("{client}.jsonl"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header: serde_json::Value = serde_json::from_str(lines.next().expect("header line")).expect("header json");
+    let fixture = fixtures::load(client);
     let mut open: HashMap<(usize, [u8; 4]), usize> = HashMap::new();
     let mut exchanges = Vec::new();
     let mut pending: Vec<Option<(usize, f64, Vec<u8>)>> = Vec::new();
-    for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).expect("frame json");
-        let conn = v["conn"].as_u64().expect("conn") as usize;
-        let t = v["t"].as_f64().expect("t");
-        let frame = unhex(v["frame"].as_str().expect("frame"));
-        match v["dir"].as_str() {
-            Some("req") => {
-                let key = (conn, [frame[4], frame[5], frame[6], frame[7]]);
-                open.insert(key, pending.len());
-                pending.push(Some((conn, t, frame)));
-            }
-            Some("resp") => {
-                let key = (conn, [frame[0], frame[1], frame[2], frame[3]]);
-                let i = open.remove(&key).expect("a response answers a captured request");
-                let (conn, sent_at, request) = pending[i].take().expect("answered once");
-                exchanges.push((i, Exchange { conn, sent_at, request, captured: frame, answered_at: t }));
-            }
-            other => panic!("unknown dir {other:?}"),
+    for f in fixture.frames {
+        let frame = f.bytes;
+        if f.request {
+            let key = (f.conn, [frame[4], frame[5], frame[6], frame[7]]);
+            open.insert(key, pending.len());
+            pending.push(Some((f.conn, f.t, frame)));
+        } else {
+            let key = (f.conn, [frame[0], frame[1], frame[2], frame[3]]);
+            let i = open.remove(&key).expect("a response answers a captured request");
+            let (conn, sent_at, request) = pending[i].take().expect("answered once");
+            exchanges.push((i, Exchange { conn, sent_at, request, captured: frame, answered_at: f.t }));
         }
     }
     exchanges.sort_by_key(|(i, _)| *i);
-    (header["client"].as_str().unwrap_or(client).to_string(), exchanges.into_iter().map(|(_, e)| e).collect())
+    (fixture.client, exchanges.into_iter().map(|(_, e)| e).collect())
 }
 
 /// Random identifiers the two brokers picked, captured -> replayed.
