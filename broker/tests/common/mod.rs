@@ -62,6 +62,10 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with_retries(3)
+    }
+
+    fn spawn_with_retries(&mut self, retries: u32) {
         let child = Command::new(runnel_binary())
             .arg("serve")
             .arg("--listen")
@@ -82,6 +86,15 @@ impl Broker {
             // A connect to a free loopback port can pick that same port as its own source
             // port and connect to itself; that is not the broker listening.
             if TcpStream::connect(self.addr()).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
+                // Another test's broker may have been given the same free port and be the
+                // one answering; ours then fails to bind and exits at once. Take a new port.
+                std::thread::sleep(Duration::from_millis(200));
+                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    assert!(retries > 0, "runnel exited with {status} right after {} answered", self.addr());
+                    self.child = None;
+                    self.port = free_port();
+                    return self.spawn_with_retries(retries - 1);
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
