@@ -72,6 +72,21 @@ pub struct ServeArgs {
     /// This node's id, unique in the cluster [default: 1]
     #[arg(long, env = "RUNNEL_NODE_ID", value_name = "N")]
     pub node_id: Option<String>,
+    /// Address this node listens on for other nodes (raft traffic); required with `voters` [default: none, single-node]
+    #[arg(long, env = "RUNNEL_RAFT_LISTEN", value_name = "HOST:PORT")]
+    pub raft_listen: Option<String>,
+    /// The controller voters, as KRaft's controller.quorum.voters: `ID@HOST:PORT,...` with each voter's raft address. Empty: a single-node cluster of this node alone [default: none]
+    #[arg(long, env = "RUNNEL_VOTERS", value_name = "ID@HOST:PORT,...")]
+    pub voters: Option<String>,
+    /// This node's rack (broker.rack); replicas of a partition are spread over racks [default: none]
+    #[arg(long, env = "RUNNEL_RACK", value_name = "RACK")]
+    pub rack: Option<String>,
+    /// A follower that has not caught up with the leader for this long leaves the in-sync replicas (replica.lag.time.max.ms) [default: 30000]
+    #[arg(long, env = "RUNNEL_REPLICA_LAG_TIME_MAX_MS", value_name = "MS")]
+    pub replica_lag_time_max_ms: Option<String>,
+    /// Replication factor of auto-created topics and of CreateTopics without one (default.replication.factor) [default: 1]
+    #[arg(long, env = "RUNNEL_DEFAULT_REPLICATION_FACTOR", value_name = "N")]
+    pub default_replication_factor: Option<String>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info]
     #[arg(long, env = "RUNNEL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -145,6 +160,11 @@ struct FileSettings {
     listen: Option<serde_norway::Value>,
     advertise: Option<serde_norway::Value>,
     node_id: Option<serde_norway::Value>,
+    raft_listen: Option<serde_norway::Value>,
+    voters: Option<serde_norway::Value>,
+    rack: Option<serde_norway::Value>,
+    default_replication_factor: Option<serde_norway::Value>,
+    replica_lag_time_max_ms: Option<serde_norway::Value>,
     log_level: Option<serde_norway::Value>,
     auto_create_topics_enable: Option<serde_norway::Value>,
     num_partitions: Option<serde_norway::Value>,
@@ -185,6 +205,13 @@ pub struct NodeConfig {
     pub advertise_host: String,
     pub advertise_port: u16,
     pub node_id: i32,
+    /// Where other nodes reach this one; `None` in single-node mode.
+    pub raft_listen: Option<SocketAddr>,
+    /// The controller voters and their raft addresses; empty in single-node mode.
+    pub voters: Vec<Voter>,
+    pub rack: Option<String>,
+    pub default_replication_factor: i16,
+    pub replica_lag_time_max: Duration,
     pub log_level: String,
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,
@@ -216,6 +243,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("listen", "127.0.0.1:9092"),
     ("advertise", "(the listen address)"),
     ("node_id", "1"),
+    ("raft_listen", "(none: single-node)"),
+    ("voters", "(none: single-node)"),
+    ("rack", "(none)"),
+    ("default_replication_factor", "1"),
+    ("replica_lag_time_max_ms", "30000"),
     ("log_level", "info"),
     ("auto_create_topics_enable", "true"),
     ("num_partitions", "1"),
@@ -247,6 +279,11 @@ impl Default for NodeConfig {
             advertise_host: "127.0.0.1".to_string(),
             advertise_port: 9092,
             node_id: 1,
+            raft_listen: None,
+            voters: Vec::new(),
+            rack: None,
+            default_replication_factor: 1,
+            replica_lag_time_max: Duration::from_millis(30_000),
             log_level: "info".to_string(),
             auto_create_topics_enable: true,
             num_partitions: 1,
@@ -327,6 +364,49 @@ fn parse_host_port(setting: &'static str, s: &str) -> Result<(String, u16), Conf
     Ok((host.to_string(), port))
 }
 
+/// A controller voter: its node id and raft address, as `--voters` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub node_id: u64,
+    pub host: String,
+    pub port: u16,
+}
+
+/// `HOST:PORT` as a socket address, resolving a host name (e.g. localhost) once.
+fn resolve(setting: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = raw.parse() {
+        return Ok(a);
+    }
+    let (host, port) = parse_host_port(setting, raw)?;
+    use std::net::ToSocketAddrs;
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| ConfigError::new(setting, raw, "cannot resolve host"))
+}
+
+/// `1@host:port,2@host:port`: distinct node ids, each with a raft address.
+fn parse_voters(raw: &str) -> Result<Vec<Voter>, ConfigError> {
+    let mut voters: Vec<Voter> = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('@').ok_or_else(|| ConfigError::new("voters", raw, format!("'{part}' is not ID@HOST:PORT")))?;
+        let node_id: u64 = id.trim().parse().map_err(|_| ConfigError::new("voters", raw, format!("'{id}' is not a node id")))?;
+        if node_id > i32::MAX as u64 {
+            return Err(ConfigError::new("voters", raw, format!("node id {node_id} is above {}", i32::MAX)));
+        }
+        let (host, port) = parse_host_port("voters", addr.trim())?;
+        if port == 0 {
+            return Err(ConfigError::new("voters", raw, format!("voter {node_id} has port 0")));
+        }
+        if voters.iter().any(|v| v.node_id == node_id) {
+            return Err(ConfigError::new("voters", raw, format!("node id {node_id} appears twice")));
+        }
+        voters.push(Voter { node_id, host, port });
+    }
+    Ok(voters)
+}
+
 impl NodeConfig {
     /// Merges flags/environment (already merged by clap), the YAML file and the defaults,
     /// and validates every value.
@@ -352,19 +432,7 @@ impl NodeConfig {
         }
 
         let listen_raw = pick(args.listen, file.listen).unwrap_or_else(|| d.listen.to_string());
-        let listen: SocketAddr = match listen_raw.parse() {
-            Ok(a) => a,
-            Err(_) => {
-                // Accept a host name (e.g. localhost) by resolving it once at start-up.
-                let (host, port) = parse_host_port("listen", &listen_raw)?;
-                use std::net::ToSocketAddrs;
-                (host.as_str(), port)
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut it| it.next())
-                    .ok_or_else(|| ConfigError::new("listen", &listen_raw, "cannot resolve host"))?
-            }
-        };
+        let listen = resolve("listen", &listen_raw)?;
 
         let (advertise_host, advertise_port) = match pick(args.advertise, file.advertise) {
             Some(a) => {
@@ -379,6 +447,32 @@ impl NodeConfig {
         };
 
         let node_id = parse_num("node_id", pick(args.node_id, file.node_id), d.node_id, 0, i32::MAX)?;
+        let raft_listen = match pick(args.raft_listen, file.raft_listen) {
+            None => None,
+            Some(raw) => Some(resolve("raft_listen", &raw)?),
+        };
+        let voters = match pick(args.voters, file.voters) {
+            None => Vec::new(),
+            Some(raw) => parse_voters(&raw)?,
+        };
+        if !voters.is_empty() && raft_listen.is_none() {
+            return Err(ConfigError::new("raft_listen", "", "required when voters are given"));
+        }
+        let rack = pick(args.rack, file.rack).map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        let default_replication_factor = parse_num(
+            "default_replication_factor",
+            pick(args.default_replication_factor, file.default_replication_factor),
+            d.default_replication_factor,
+            1,
+            i16::MAX,
+        )?;
+        let replica_lag_time_max_ms = parse_num(
+            "replica_lag_time_max_ms",
+            pick(args.replica_lag_time_max_ms, file.replica_lag_time_max_ms),
+            30_000u64,
+            100,
+            3_600_000,
+        )?;
         let log_level = pick(args.log_level, file.log_level).unwrap_or(d.log_level);
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(ConfigError::new("log_level", &log_level, "not a log level or tracing filter"));
@@ -496,6 +590,11 @@ impl NodeConfig {
             advertise_host,
             advertise_port,
             node_id,
+            raft_listen,
+            voters,
+            rack,
+            default_replication_factor,
+            replica_lag_time_max: Duration::from_millis(replica_lag_time_max_ms),
             log_level,
             auto_create_topics_enable,
             num_partitions,
@@ -572,6 +671,23 @@ mod tests {
         let e = parse(&["--log-fsync", "sometimes"]).expect_err("invalid");
         assert_eq!(e.setting, "log_fsync");
         assert!(e.to_string().contains("sometimes"));
+    }
+
+    #[test]
+    fn voters_name_each_node_once_with_its_raft_address() {
+        let c = parse(&["--node-id", "2", "--raft-listen", "127.0.0.1:19192", "--voters", "1@127.0.0.1:19191, 2@127.0.0.1:19192,3@localhost:19193"])
+            .expect("valid");
+        assert_eq!(c.raft_listen.map(|a| a.port()), Some(19192));
+        let ids: Vec<u64> = c.voters.iter().map(|v| v.node_id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!((c.voters[2].host.as_str(), c.voters[2].port), ("localhost", 19193));
+        for bad in ["1@127.0.0.1:1,1@127.0.0.1:2", "x@127.0.0.1:1", "1-127.0.0.1:1", "1@127.0.0.1:0", "1@:5"] {
+            let e = parse(&["--raft-listen", "127.0.0.1:1", "--voters", bad]).expect_err(bad);
+            assert_eq!(e.setting, "voters", "{bad}");
+        }
+        let e = parse(&["--voters", "1@127.0.0.1:19191"]).expect_err("voters without raft_listen");
+        assert_eq!(e.setting, "raft_listen");
+        assert!(parse(&[]).expect("defaults").voters.is_empty(), "no voters: single-node");
     }
 
     #[test]

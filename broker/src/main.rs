@@ -48,15 +48,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The tracing filter for `log_level`: openraft logs every group's start and stop at info,
-/// thousands of lines with many partitions, so it is held to warnings unless the filter
+/// The tracing filter for `log_level`: openraft logs every group's start and stop at info
+/// and every failed send to an unreachable peer at error, once per group and retry:
+/// thousands of lines with many partitions. It is held to errors, without the replication
+/// ones (the transport logs a peer going away and coming back once), unless the filter
 /// names it.
 fn log_filter(level: &str) -> String {
     let quiet = matches!(level.trim(), "error" | "off");
     if level.contains("openraft") || quiet {
         level.to_string()
     } else {
-        format!("{level},openraft=warn")
+        format!("{level},openraft=error,openraft::replication=off")
     }
 }
 

@@ -3,6 +3,7 @@
 //! handlers read. It does not listen on sockets (see `server`) or parse requests.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -12,14 +13,19 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::cluster::topic_config::LogSettings;
-use crate::cluster::{ClusterState, Controller, ControllerCommand, TopicMeta};
+use crate::cluster::{
+    BrokerMeta, ClusterState, Controller, ControllerCommand, ControllerSetup, LeaderReport, PartitionMeta, ReportedGroup, TopicMeta,
+};
 use crate::config::NodeConfig;
 use crate::coordinator::group::GroupConfig;
 use crate::coordinator::transactions::{TransactionCoordinator, TxnConfig, TxnHost};
 use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::log::ControlType;
 use crate::log::LogConfig;
-use crate::replication::{PartitionReplica, ReplicaConfig};
+use crate::replication::transport::frame::{GroupId, Kind};
+use crate::replication::transport::peer::{PeerTransport, TransportLimits};
+use crate::replication::transport::raft::{decode, encode, GroupRouter};
+use crate::replication::{GroupMembers, MarkerRequest, PartitionReplica, ReplicaConfig};
 use crate::store::MetadataStore;
 
 /// A partition's identity on this node.
@@ -28,6 +34,8 @@ pub type PartitionKey = (Uuid, i32);
 /// Errors while starting or running the node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error("cannot listen for other nodes on {addr}: {source}")]
+    RaftListen { addr: SocketAddr, source: std::io::Error },
     #[error("data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("metadata store: {0}")]
@@ -43,6 +51,8 @@ pub enum NodeError {
 pub struct Node {
     pub config: NodeConfig,
     pub cluster_id: String,
+    /// The transport to other nodes and the groups it serves here (idle in single-node mode).
+    members: GroupMembers,
     pub controller: Controller,
     pub coordinator: Arc<GroupCoordinator>,
     pub transactions: Arc<TransactionCoordinator>,
@@ -94,16 +104,14 @@ impl TxnHost for NodeTxnHost {
     ) -> futures::future::BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let node = self.0.upgrade().ok_or("the node is stopping")?;
-            let kind = if commit { ControlType::Commit } else { ControlType::Abort };
             let state = node.cluster();
             let mut writes = Vec::with_capacity(partitions.len());
             for (topic, partition) in partitions {
                 // A topic deleted during the transaction has nothing left to mark.
-                let Some(meta) = state.topics.get(&topic) else { continue };
-                let replica = node.replica(meta.id, partition).ok_or_else(|| format!("{topic}-{partition} is not hosted here"))?;
-                writes.push(async move {
-                    replica.write_marker(producer_id, epoch, kind, 0).await.map_err(|e| format!("{topic}-{partition}: {e}"))
-                });
+                let Some(meta) = state.topics.get(&topic).cloned() else { continue };
+                let marker = MarkerRequest { producer_id, epoch, commit, coordinator_epoch: 0 };
+                let node = node.clone();
+                writes.push(async move { node.write_marker_anywhere(&meta, partition, marker).await });
             }
             for r in futures::future::join_all(writes).await {
                 r?;
@@ -163,15 +171,37 @@ impl Node {
         let data_dir = config.data_dir.clone();
         let dd = |source| NodeError::DataDir { path: data_dir.clone(), source };
         std::fs::create_dir_all(data_dir.join("partitions")).map_err(dd)?;
-        let cluster_id = load_or_create_cluster_id(&data_dir).map_err(dd)?;
+        let local_cluster_id = load_or_create_cluster_id(&data_dir).map_err(dd)?;
         let store = Arc::new(MetadataStore::open(&data_dir.join("meta"))?);
-        let controller = Controller::start(
-            config.node_id as u64,
-            config.advertise_host.clone(),
-            config.advertise_port,
-            store.clone(),
-        )
-        .await?;
+        let me = config.node_id as u64;
+        let members = match config.raft_listen {
+            None => GroupMembers::single_node(me),
+            Some(listen) => {
+                let router = Arc::new(GroupRouter::default());
+                let addresses: HashMap<u64, SocketAddr> =
+                    config.voters.iter().filter_map(|v| resolve(&v.host, v.port).map(|a| (v.node_id, a))).collect();
+                let transport = PeerTransport::start(me, listen, addresses, router.clone(), TransportLimits::default())
+                    .await
+                    .map_err(|source| NodeError::RaftListen { addr: listen, source })?;
+                info!(raft_listen = %transport.local_addr(), "listening for other nodes");
+                GroupMembers { voters: config.voters.iter().map(|v| v.node_id).collect(), transport, router }
+            }
+        };
+        let raft_endpoint = match (config.voters.iter().find(|v| v.node_id == me), config.raft_listen) {
+            (Some(v), _) => format!("{}:{}", v.host, v.port),
+            (None, Some(_)) => members.transport.local_addr().to_string(),
+            (None, None) => String::new(),
+        };
+        let broker = BrokerMeta {
+            node_id: me,
+            host: config.advertise_host.clone(),
+            port: config.advertise_port,
+            rack: config.rack.clone(),
+            raft_endpoint,
+        };
+        let setup = ControllerSetup { me: broker, members: members.clone(), proposed_cluster_id: local_cluster_id.clone() };
+        let controller = Controller::start(setup, store.clone()).await?;
+        let cluster_id = controller.state().cluster_id.clone().unwrap_or(local_cluster_id);
         let coordinator_config = CoordinatorConfig {
             offsets_retention_ms: (config.offsets_retention_minutes as i64).saturating_mul(60_000),
             group: GroupConfig {
@@ -183,7 +213,7 @@ impl Node {
             },
             ..CoordinatorConfig::default()
         };
-        let coordinator = GroupCoordinator::start(config.node_id as u64, store.clone(), coordinator_config).await?;
+        let coordinator = GroupCoordinator::start(me, store.clone(), coordinator_config, members.clone()).await?;
         let mut broker_overrides = BTreeMap::new();
         let defaults = NodeConfig::default();
         if config.message_max_bytes != defaults.message_max_bytes {
@@ -216,6 +246,7 @@ impl Node {
             ),
             config,
             cluster_id,
+            members,
             controller,
             coordinator,
             replicas: RwLock::new(HashMap::new()),
@@ -228,22 +259,115 @@ impl Node {
         node.reconcile().await?;
         remove_orphan_partition_dirs(&node.config.data_dir, &node.controller.state());
         node.transactions.start_timer();
-        // Keep replicas in step with metadata changes made by any node.
+        node.update_peer_addresses();
+        // Keep replicas and peer addresses in step with metadata changes made by any node.
         let weak = Arc::downgrade(&node);
         let mut rx = node.controller.subscribe();
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let Some(node) = weak.upgrade() else { break };
+                node.update_peer_addresses();
                 if let Err(e) = node.reconcile().await {
                     warn!(error = %e, "reconciling partitions failed");
                 }
             }
         });
+        if !node.members.voters.is_empty() {
+            tokio::spawn(report_leaders(Arc::downgrade(&node)));
+            node.prefetch_producer_ids().await;
+        }
         Ok(node)
     }
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// Whether other nodes may exist (voters were configured).
+    pub fn is_clustered(&self) -> bool {
+        !self.members.voters.is_empty()
+    }
+
+    /// Points the transport at every registered node's raft endpoint (voters excepted).
+    fn update_peer_addresses(&self) {
+        if !self.is_clustered() {
+            return;
+        }
+        for b in self.cluster().brokers.values() {
+            // A voter's address comes from this node's own `voters` setting, which wins over
+            // what the voter registered (so each node may reach a peer by its own route).
+            let configured = self.config.voters.iter().any(|v| v.node_id == b.node_id);
+            if b.node_id == self.config.node_id as u64 || b.raft_endpoint.is_empty() || configured {
+                continue;
+            }
+            let resolved = b.raft_endpoint.rsplit_once(':').and_then(|(h, p)| resolve(h, p.parse().ok()?));
+            match resolved {
+                Some(addr) => self.members.transport.set_address(b.node_id, addr),
+                None => warn!(node = b.node_id, endpoint = %b.raft_endpoint, "cannot resolve a node's raft endpoint"),
+            }
+        }
+    }
+
+    /// The leader of a partition and its epoch: from the local replica when there is one,
+    /// else (or when the controller heard of a later epoch) as the leader last reported it.
+    pub fn partition_leader(&self, topic: &TopicMeta, p: &PartitionMeta) -> Option<(u64, i32)> {
+        let me = self.config.node_id as u64;
+        // A local replica that thinks it leads but may not serve (cut off from a quorum, or
+        // not yet caught up in its term) is no leader to send clients to.
+        let local = self
+            .replica(topic.id, p.index)
+            .and_then(|r| r.leader().filter(|l| *l != me || r.is_leader()).map(|l| (l, r.leader_epoch())));
+        let reported = p.leader.map(|l| (l, p.leader_epoch));
+        match (local, reported) {
+            (Some(l), Some(r)) if r.1 > l.1 => Some(r),
+            (Some(l), _) => Some(l),
+            (None, r) => r.filter(|(l, _)| *l != me),
+        }
+    }
+
+    /// In-sync replicas of a partition: the leader's own view here, else as last reported.
+    pub fn in_sync_replicas(&self, topic: &TopicMeta, p: &PartitionMeta) -> Vec<u64> {
+        if let Some(r) = self.replica(topic.id, p.index).filter(|r| r.is_leader()) {
+            return r.in_sync_replicas(self.config.replica_lag_time_max);
+        }
+        if p.isr.is_empty() {
+            p.replicas.clone()
+        } else {
+            p.isr.clone()
+        }
+    }
+
+    /// Writes a COMMIT or ABORT marker on a partition through its leader, here or on the
+    /// node that leads it, retrying across leader changes for up to `MARKER_WAIT`.
+    async fn write_marker_anywhere(&self, topic: &TopicMeta, partition: i32, marker: MarkerRequest) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + MARKER_WAIT;
+        let kind = if marker.commit { ControlType::Commit } else { ControlType::Abort };
+        loop {
+            let state = self.cluster();
+            let p = state.topics.get(&topic.name).and_then(|t| t.partitions.iter().find(|p| p.index == partition));
+            let leader = p.and_then(|p| self.partition_leader(topic, p)).map(|(l, _)| l);
+            let attempt = match (leader, self.replica(topic.id, partition)) {
+                (Some(l), Some(r)) if l == self.config.node_id as u64 => {
+                    r.write_marker(marker.producer_id, marker.epoch, kind, marker.coordinator_epoch).await.map(|_| ()).map_err(|e| e.to_string())
+                }
+                (Some(l), _) => {
+                    let group = GroupId::Partition { topic: topic.id, partition };
+                    match encode(&marker) {
+                        Ok(body) => match self.members.transport.request(l, Kind::Forward, group, body, MARKER_WAIT).await {
+                            Ok(reply) => decode::<Result<i64, String>>("marker answer", &reply).and_then(|r| r).map(|_| ()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Err(e) => Err(e),
+                    }
+                }
+                (None, _) => Err("no leader".to_string()),
+            };
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(format!("{}-{partition}: {e}", topic.name)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     pub fn cluster(&self) -> Arc<ClusterState> {
@@ -259,15 +383,31 @@ impl Node {
     pub async fn new_producer_id(&self) -> Result<i64, crate::cluster::ClusterError> {
         let mut ids = self.producer_ids.lock().await;
         if ids.0 >= ids.1 {
-            let applied = self.controller.propose(ControllerCommand::AllocateProducerIds { count: PRODUCER_ID_BLOCK }).await?;
-            let crate::cluster::Applied::ProducerIdsAllocated { first } = applied else {
-                return Err(crate::cluster::ClusterError::Unavailable(format!("unexpected controller answer {applied:?}")));
-            };
-            *ids = (first, first + PRODUCER_ID_BLOCK);
+            *ids = self.allocate_producer_ids().await?;
         }
         let id = ids.0;
         ids.0 += 1;
         Ok(id)
+    }
+
+    /// Takes a block of producer ids at start, so that idempotent producers get ids from
+    /// this node even while it is cut off from the controller.
+    async fn prefetch_producer_ids(&self) {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            match self.allocate_producer_ids().await {
+                Ok(block) => *ids = block,
+                Err(e) => warn!(error = %e, "cannot take a block of producer ids yet"),
+            }
+        }
+    }
+
+    async fn allocate_producer_ids(&self) -> Result<(i64, i64), crate::cluster::ClusterError> {
+        let applied = self.controller.propose(ControllerCommand::AllocateProducerIds { count: PRODUCER_ID_BLOCK }).await?;
+        let crate::cluster::Applied::ProducerIdsAllocated { first } = applied else {
+            return Err(crate::cluster::ClusterError::Unavailable(format!("unexpected controller answer {applied:?}")));
+        };
+        Ok((first, first + PRODUCER_ID_BLOCK))
     }
 
     pub fn log_settings(&self, topic: &TopicMeta) -> LogSettings {
@@ -305,22 +445,20 @@ impl Node {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, &topic.name, p.index);
-                let voters: BTreeMap<u64, String> = p
-                    .replicas
-                    .iter()
-                    .map(|id| (*id, state.brokers.get(id).map(|b| format!("{}:{}", b.host, b.port)).unwrap_or_default()))
-                    .collect();
                 let settings = self.log_settings(topic);
                 let rc = ReplicaConfig {
                     node_id: me,
-                    raft_addr: String::new(),
+                    topic_id: topic.id,
+                    partition: p.index,
+                    replicas: p.replicas.clone(),
+                    transport: self.members.transport.clone(),
+                    router: self.members.router.clone(),
                     log: LogConfig {
                         segment_bytes: settings.segment_bytes,
                         segment_ms: settings.segment_ms,
                         index_interval_bytes: settings.index_interval_bytes,
                     },
                     fsync: self.config.log_fsync,
-                    initial_voters: voters,
                     producer_expiration_ms: i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX),
                 };
                 let (topic_name, topic_id, index) = (topic.name.clone(), topic.id, p.index);
@@ -362,14 +500,16 @@ impl Node {
         }
     }
 
-    /// Waits until every local partition of `topic` has a leader, up to `timeout`.
+    /// Waits until every partition of `topic` has a known leader, up to `timeout`.
     pub async fn wait_for_leaders(&self, topic: &TopicMeta, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        for p in &topic.partitions {
-            if let Some(r) = self.replica(topic.id, p.index) {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                r.wait_for_leader(left).await;
+        loop {
+            let state = self.cluster();
+            let Some(t) = state.topics.get(&topic.name) else { return };
+            if t.partitions.iter().all(|p| self.partition_leader(t, p).is_some()) || tokio::time::Instant::now() >= deadline {
+                return;
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -399,6 +539,53 @@ impl Node {
         while set.join_next().await.is_some() {}
         self.coordinator.shutdown().await;
         self.controller.shutdown().await;
+        self.members.transport.shutdown().await;
+    }
+}
+
+/// How long a transaction marker keeps looking for its partition's leader.
+const MARKER_WAIT: Duration = Duration::from_secs(10);
+/// How often leaders compare what the controller knows of them with the truth.
+const LEADER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Resolves `host:port` once (a host name such as a Kubernetes service name, or an address).
+fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (host, port).to_socket_addrs().ok().and_then(|mut a| a.next())
+}
+
+/// Tells the controller which groups this node leads, with their epochs and in-sync
+/// replicas, whenever that differs from what the metadata says, so that Metadata and
+/// FindCoordinator answer truly on every node.
+async fn report_leaders(node: Weak<Node>) {
+    loop {
+        tokio::time::sleep(LEADER_REPORT_INTERVAL).await;
+        let Some(node) = node.upgrade() else { return };
+        let me = node.config.node_id as u64;
+        let state = node.cluster();
+        let mut reports = Vec::new();
+        for topic in state.topics.values() {
+            for p in &topic.partitions {
+                let Some(r) = node.replica(topic.id, p.index).filter(|r| r.is_leader()) else { continue };
+                let epoch = r.leader_epoch();
+                let isr = r.in_sync_replicas(node.config.replica_lag_time_max);
+                if p.leader != Some(me) || p.leader_epoch != epoch || p.isr != isr {
+                    reports.push(LeaderReport { group: ReportedGroup::Partition { topic: topic.id, partition: p.index }, leader: me, epoch, isr });
+                }
+            }
+        }
+        if node.coordinator.is_active() {
+            if let Some((leader, epoch)) = node.coordinator.leader().filter(|(l, _)| *l == me) {
+                if state.coordinator != Some((leader, epoch)) {
+                    reports.push(LeaderReport { group: ReportedGroup::Coordinator, leader, epoch, isr: Vec::new() });
+                }
+            }
+        }
+        if !reports.is_empty() {
+            if let Err(e) = node.controller.propose(ControllerCommand::ReportLeaders(reports)).await {
+                tracing::debug!(error = %e, "cannot report leadership to the controller");
+            }
+        }
     }
 }
 

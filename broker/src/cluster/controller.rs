@@ -17,9 +17,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::info;
 
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
 use super::{Applied, BrokerMeta, ClusterError, ClusterState, ControllerCommand};
+use crate::replication::transport::frame::{GroupId, Kind};
+use crate::replication::transport::peer::{PeerTransport, TransportError};
+use crate::replication::transport::raft::{decode, encode, GroupNetwork, InboundGroup};
 use crate::replication::types::storage_err;
-use crate::replication::{bootstrap_single_voter, command_group_config, NoPeers, RocksLogStore};
+use crate::replication::{add_learners, bootstrap_single_voter, command_group_config, initialize_voters, log_leadership, GroupMembers, RocksLogStore};
 use crate::store::{cf, from_json, to_json, MetadataStore, StoreOp};
 
 /// The reply to a proposer: what the command changed, or why it was refused.
@@ -124,10 +130,10 @@ impl RaftStateMachine<ControllerRaft> for ControllerStateMachine {
         for e in entries {
             let reply = match e.payload {
                 EntryPayload::Normal(cmd) => ControllerReply(self.applied.state.apply(cmd)),
-                EntryPayload::Blank => ControllerReply(Ok(Applied::BrokerRegistered)),
+                EntryPayload::Blank => ControllerReply(Ok(Applied::Nothing)),
                 EntryPayload::Membership(m) => {
                     self.applied.membership = StoredMembership::new(Some(e.log_id), m);
-                    ControllerReply(Ok(Applied::BrokerRegistered))
+                    ControllerReply(Ok(Applied::Nothing))
                 }
             };
             self.applied.last_applied = Some(e.log_id);
@@ -173,37 +179,166 @@ pub struct Controller {
     raft: Raft<ControllerRaft>,
     state: watch::Receiver<Arc<ClusterState>>,
     store: Arc<MetadataStore>,
+    node_id: u64,
+    /// The controller voters (empty in single-node mode), tried in turn when no leader is known.
+    voters: Vec<u64>,
+    transport: Arc<PeerTransport>,
 }
+
+/// How this node takes part in the controller group.
+pub struct ControllerSetup {
+    /// This broker as it registers itself.
+    pub me: BrokerMeta,
+    pub members: GroupMembers,
+    /// The id a new cluster takes if this node's proposal is the first committed.
+    pub proposed_cluster_id: String,
+}
+
+/// The answer to a proposal forwarded to the leader.
+#[derive(Debug, Serialize, Deserialize)]
+struct Forwarded {
+    result: Result<Applied, ClusterError>,
+    /// Log index of the entry, so the forwarding node can wait until it applied it too.
+    index: u64,
+}
+
+/// The controller's end of the transport: raft RPCs, and proposals other nodes forward.
+struct ControllerInbound(Raft<ControllerRaft>);
+
+impl InboundGroup for ControllerInbound {
+    fn handle(&self, kind: Kind, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        if kind != Kind::Forward {
+            return InboundGroup::handle(&self.0, kind, body);
+        }
+        let raft = self.0.clone();
+        Box::pin(async move {
+            let cmd: ControllerCommand = decode("forwarded controller command", &body)?;
+            let answer = match raft.client_write(cmd).await {
+                Ok(resp) => Forwarded { result: resp.data.0, index: resp.log_id.index },
+                Err(e) => Forwarded { result: Err(write_error(e)), index: 0 },
+            };
+            encode(&answer)
+        })
+    }
+}
+
+fn write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> ClusterError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ClusterError::NotController { leader: f.leader_id },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => unavailable(e),
+        RaftError::Fatal(f) => unavailable(f),
+    }
+}
+
+/// How long a proposal looks for a leader before NOT_CONTROLLER.
+const PROPOSE_WAIT: Duration = Duration::from_secs(10);
+/// How long one forwarded proposal may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn unavailable(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
 
 impl Controller {
-    /// Starts the controller group from `store` (initialising a one-voter group on first
-    /// start), waits for a leader and registers this broker's client endpoint.
-    pub async fn start(node_id: u64, host: String, port: u16, store: Arc<MetadataStore>) -> Result<Controller, ClusterError> {
+    /// Starts the controller group from `store` and waits for a leader: a one-voter group
+    /// initialised on first start in single-node mode; in a cluster every voter initialises
+    /// the same voter set (safe in openraft), and other nodes join as learners once
+    /// registered. Then registers this broker and names the cluster if nobody has.
+    pub async fn start(setup: ControllerSetup, store: Arc<MetadataStore>) -> Result<Controller, ClusterError> {
+        let node_id = setup.me.node_id;
         let (sm, state) = ControllerStateMachine::open(store.clone())?;
         let log = RocksLogStore::<ControllerRaft>::new(store.clone(), RAFT_PREFIX);
-        let config = command_group_config("runnel-controller", 1_000, 100).map_err(unavailable)?;
-        let raft = Raft::new(node_id, config, NoPeers, log, sm).await.map_err(unavailable)?;
-        info!(node_id, "starting the controller group");
-        bootstrap_single_voter(&raft, node_id, LEADER_WAIT).await.map_err(ClusterError::Unavailable)?;
-        let controller = Controller { raft, state, store };
-        let me = BrokerMeta { node_id, host, port, rack: None };
-        if controller.state().brokers.get(&node_id) != Some(&me) {
-            controller.propose(ControllerCommand::RegisterBroker(me)).await?;
+        let members = setup.members;
+        let config = command_group_config("runnel-controller", 1_000, 100, members.timing()).map_err(unavailable)?;
+        let network = GroupNetwork::new(members.transport.clone(), GroupId::Controller);
+        let raft = Raft::new(node_id, config, network, log, sm).await.map_err(unavailable)?;
+        members.router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone())));
+        if !members.voters.is_empty() {
+            tokio::spawn(log_leadership(raft.metrics(), GroupId::Controller, tracing::Level::INFO));
+        }
+        info!(node_id, voters = ?members.voters, "starting the controller group");
+        if members.voters.is_empty() {
+            bootstrap_single_voter(&raft, node_id, LEADER_WAIT).await.map_err(ClusterError::Unavailable)?;
+        } else {
+            if members.voters.contains(&node_id) {
+                initialize_voters(&raft, &members.voters).await.map_err(ClusterError::Unavailable)?;
+            }
+            tokio::spawn(add_learners(raft.clone(), state.clone()));
+        }
+        let controller = Controller { raft, state, store, node_id, voters: members.voters, transport: members.transport };
+        // Registration needs a quorum: keep trying, as a KRaft broker does, until there is one.
+        let mut waited = Duration::ZERO;
+        loop {
+            let registered = controller.state().brokers.get(&node_id) == Some(&setup.me);
+            let result = if registered { Ok(Applied::BrokerRegistered) } else { controller.propose(ControllerCommand::RegisterBroker(setup.me.clone())).await };
+            match result {
+                Ok(_) => break,
+                Err(ClusterError::NotController { .. } | ClusterError::Unavailable(_)) if !controller.voters.is_empty() => {
+                    waited += PROPOSE_WAIT;
+                    tracing::warn!(waited_s = waited.as_secs(), "no controller quorum yet; waiting for more voters");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if controller.state().cluster_id.is_none() {
+            controller.propose(ControllerCommand::InitCluster { cluster_id: setup.proposed_cluster_id }).await?;
         }
         Ok(controller)
     }
 
-    /// Replicates `cmd` and applies it; returns what it changed or why it was refused.
+    /// Replicates `cmd` and applies it; returns what it changed or why it was refused. On a
+    /// node that does not lead the group, the command is forwarded to the leader, and the
+    /// answer waits until this node has applied it too (so the caller reads its own write).
     pub async fn propose(&self, cmd: ControllerCommand) -> Result<Applied, ClusterError> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => resp.data.0,
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ClusterError::NotController { leader: f.leader_id }),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(unavailable(e)),
-            Err(RaftError::Fatal(f)) => Err(unavailable(f)),
+        let deadline = tokio::time::Instant::now() + PROPOSE_WAIT;
+        let mut hint: Option<u64> = None;
+        let mut next_voter = 0usize;
+        loop {
+            let leader = match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return resp.data.0,
+                Err(e) => match write_error(e) {
+                    ClusterError::NotController { leader } => hint.take().or(leader),
+                    other => return Err(other),
+                },
+            };
+            let target = leader.filter(|l| *l != self.node_id).or_else(|| {
+                let others: Vec<u64> = self.voters.iter().copied().filter(|v| *v != self.node_id).collect();
+                next_voter += 1;
+                others.get(next_voter % others.len().max(1)).copied()
+            });
+            if let Some(target) = target {
+                let body = encode(&cmd).map_err(unavailable)?;
+                match self.transport.request(target, Kind::Forward, GroupId::Controller, body, FORWARD_TIMEOUT).await {
+                    Ok(reply) => {
+                        let answer: Forwarded = decode("forwarded answer", &reply).map_err(unavailable)?;
+                        match answer.result {
+                            Err(ClusterError::NotController { leader }) => hint = leader.filter(|l| *l != target),
+                            result => {
+                                self.wait_applied(answer.index, deadline).await;
+                                return result;
+                            }
+                        }
+                    }
+                    // It may have been applied: the caller decides whether to retry.
+                    Err(TransportError::Timeout(_)) => return Err(unavailable(format!("node {target} did not answer a forwarded proposal"))),
+                    Err(e) => tracing::debug!(error = %e, "forwarding a controller proposal"),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::NotController { leader });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (until `deadline`) for this node to have applied the entry at `index`.
+    async fn wait_applied(&self, index: u64, deadline: tokio::time::Instant) {
+        let mut m = self.raft.metrics();
+        while m.borrow().last_applied.is_none_or(|l| l.index < index) {
+            if tokio::time::timeout_at(deadline, m.changed()).await.map_or(true, |r| r.is_err()) {
+                return;
+            }
         }
     }
 
@@ -239,6 +374,14 @@ mod tests {
     use std::collections::BTreeMap;
     use uuid::Uuid;
 
+    fn single(port: u16) -> ControllerSetup {
+        ControllerSetup {
+            me: BrokerMeta { node_id: 1, host: "127.0.0.1".into(), port, rack: None, raft_endpoint: String::new() },
+            members: GroupMembers::single_node(1),
+            proposed_cluster_id: "test-cluster".into(),
+        }
+    }
+
     fn create(name: &str) -> ControllerCommand {
         ControllerCommand::CreateTopic {
             name: name.into(),
@@ -256,7 +399,7 @@ mod tests {
         let id;
         {
             let store = Arc::new(MetadataStore::open(dir.path()).expect("open"));
-            let c = Controller::start(1, "127.0.0.1".into(), 9092, store).await.expect("start");
+            let c = Controller::start(single(9092), store).await.expect("start");
             assert_eq!(c.leader(), Some(1));
             assert_eq!(c.propose(create("orders")).await, Ok(Applied::TopicCreated));
             assert!(matches!(c.propose(create("orders")).await, Err(ClusterError::TopicAlreadyExists(_))));
@@ -264,7 +407,7 @@ mod tests {
             c.shutdown().await;
         }
         let store = Arc::new(MetadataStore::open(dir.path()).expect("reopen"));
-        let c = Controller::start(1, "127.0.0.1".into(), 9093, store).await.expect("restart");
+        let c = Controller::start(single(9093), store).await.expect("restart");
         let s = c.state();
         assert_eq!(s.topics["orders"].id, id);
         assert_eq!(s.topics["orders"].partitions.len(), 2);
@@ -300,7 +443,7 @@ mod tests {
             let store = Arc::new(MetadataStore::open(&dir.path().join(id.to_string())).expect("store"));
             let (sm, state) = ControllerStateMachine::open(store.clone()).expect("state machine");
             let log = RocksLogStore::<ControllerRaft>::new(store, RAFT_PREFIX);
-            let config = command_group_config("runnel-controller", 1_000, 100).expect("config");
+            let config = command_group_config("runnel-controller", 1_000, 100, crate::replication::GroupTiming::SINGLE_NODE).expect("config");
             let network = GroupNetwork::new(transport.clone(), GroupId::Controller);
             let raft = Raft::new(*id, config, network, log, sm).await.expect("raft");
             router.register(GroupId::Controller, Arc::new(raft.clone()));
@@ -349,7 +492,7 @@ mod tests {
             async move { raft.client_write(cmd).await.expect("written on the leader").data.0.expect("applied") }
         };
         for id in 1..=3u64 {
-            write(first, ControllerCommand::RegisterBroker(BrokerMeta { node_id: id, host: "127.0.0.1".into(), port: 9092, rack: None })).await;
+            write(first, ControllerCommand::RegisterBroker(BrokerMeta { node_id: id, host: "127.0.0.1".into(), port: 9092, rack: None, raft_endpoint: String::new() })).await;
         }
         write(first, create("orders")).await;
         applied_everywhere(&rafts, "orders", None).await;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use controller::Controller;
+pub use controller::{Controller, ControllerSetup};
 
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -51,6 +51,9 @@ pub struct BrokerMeta {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Where other nodes reach this one (`raft_listen`); empty in single-node mode.
+    #[serde(default)]
+    pub raft_endpoint: String,
 }
 
 /// One partition's assignment.
@@ -59,6 +62,40 @@ pub struct PartitionMeta {
     pub index: i32,
     /// Replica node ids; the first is the preferred leader.
     pub replicas: Vec<u64>,
+    /// The leader as it last reported itself, and its epoch (raft term); the leader's own
+    /// node knows better, every other node answers Metadata from this.
+    #[serde(default)]
+    pub leader: Option<u64>,
+    #[serde(default)]
+    pub leader_epoch: i32,
+    /// In-sync replicas as the leader last reported them.
+    #[serde(default)]
+    pub isr: Vec<u64>,
+}
+
+impl PartitionMeta {
+    /// A partition on `replicas` with no leader reported yet.
+    pub fn new(index: i32, replicas: Vec<u64>) -> PartitionMeta {
+        PartitionMeta { index, replicas, leader: None, leader_epoch: 0, isr: Vec::new() }
+    }
+}
+
+/// A raft group's leader as the leader reports it to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderReport {
+    pub group: ReportedGroup,
+    pub leader: u64,
+    /// The raft term of the leader; reports with an older epoch than the stored one are ignored.
+    pub epoch: i32,
+    pub isr: Vec<u64>,
+}
+
+/// Which group a `LeaderReport` is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportedGroup {
+    Partition { topic: Uuid, partition: i32 },
+    /// The group coordinator (consumer groups and transactions).
+    Coordinator,
 }
 
 /// A topic.
@@ -81,6 +118,12 @@ pub struct ClusterState {
     /// The first producer id not yet handed to any node (KIP-730 style blocks).
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Set once, by the first `InitCluster` committed.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// The group coordinator's leader and its epoch, as it last reported itself.
+    #[serde(default)]
+    pub coordinator: Option<(u64, i32)>,
 }
 
 /// A change to the cluster metadata, replicated through the controller log.
@@ -103,6 +146,10 @@ pub enum ControllerCommand {
     AlterTopicConfigs { name: String, configs: BTreeMap<String, String> },
     /// Hands out the next `count` producer ids as one block, so every id is used once.
     AllocateProducerIds { count: i64 },
+    /// Names the cluster; only the first one committed counts.
+    InitCluster { cluster_id: String },
+    /// Leaders announce the groups they lead (partitions, the coordinator).
+    ReportLeaders(Vec<LeaderReport>),
 }
 
 impl ControllerCommand {
@@ -124,6 +171,11 @@ pub enum Applied {
     ConfigsAltered,
     /// A block of producer ids starting at `first`.
     ProducerIdsAllocated { first: i64 },
+    /// The cluster's id (the one stored first, whoever proposed it).
+    ClusterInitialized,
+    LeadersRecorded,
+    /// Raft's own entries (blank, membership), which change no metadata.
+    Nothing,
 }
 
 /// Checks a topic name against Kafka's rules: 1-249 characters of `[a-zA-Z0-9._-]`, not
@@ -190,6 +242,37 @@ impl ClusterState {
                 self.next_producer_id = next;
                 Ok(Applied::ProducerIdsAllocated { first })
             }
+            ControllerCommand::InitCluster { cluster_id } => {
+                self.cluster_id.get_or_insert(cluster_id);
+                Ok(Applied::ClusterInitialized)
+            }
+            ControllerCommand::ReportLeaders(reports) => {
+                for r in reports {
+                    self.record_leader(r);
+                }
+                Ok(Applied::LeadersRecorded)
+            }
+        }
+    }
+
+    /// Stores a leader report unless a report of a later epoch is already stored.
+    fn record_leader(&mut self, r: LeaderReport) {
+        match r.group {
+            ReportedGroup::Coordinator => {
+                if self.coordinator.is_none_or(|(_, epoch)| epoch <= r.epoch) {
+                    self.coordinator = Some((r.leader, r.epoch));
+                }
+            }
+            ReportedGroup::Partition { topic, partition } => {
+                let Some(name) = self.topic_names.get(&topic) else { return };
+                let Some(t) = self.topics.get_mut(name) else { return };
+                let Some(p) = t.partitions.iter_mut().find(|p| p.index == partition) else { return };
+                if p.leader_epoch <= r.epoch {
+                    p.leader = Some(r.leader);
+                    p.leader_epoch = r.epoch;
+                    p.isr = r.isr;
+                }
+            }
         }
     }
 
@@ -221,7 +304,7 @@ impl ClusterState {
             }
             None => self.place(&id, partitions, replication_factor)?,
         };
-        let partitions = replicas.into_iter().enumerate().map(|(i, replicas)| PartitionMeta { index: i as i32, replicas }).collect();
+        let partitions = replicas.into_iter().enumerate().map(|(i, replicas)| PartitionMeta::new(i as i32, replicas)).collect();
         Ok(TopicMeta { name, id, partitions, configs })
     }
 
@@ -300,7 +383,7 @@ mod tests {
     fn with_brokers(n: u64) -> ClusterState {
         let mut s = ClusterState::default();
         for id in 1..=n {
-            s.apply(ControllerCommand::RegisterBroker(BrokerMeta { node_id: id, host: "127.0.0.1".into(), port: 9092, rack: None }))
+            s.apply(ControllerCommand::RegisterBroker(BrokerMeta { node_id: id, host: "127.0.0.1".into(), port: 9092, rack: None, raft_endpoint: String::new() }))
                 .expect("register");
         }
         s

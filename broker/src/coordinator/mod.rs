@@ -17,7 +17,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
-use tokio::sync::{oneshot, Mutex as AsyncMutex};
+use tokio::sync::{oneshot, watch, Mutex as AsyncMutex};
 use tracing::{info, warn};
 
 use group::{Group, GroupConfig, GroupDescription, GroupRecord, GroupState, JoinRequest, Reply, ReplyId, SyncRequest};
@@ -29,7 +29,9 @@ pub use state::{CommittedOffset, CoordinatorCommand};
 use state::{CoordinatorRaft, CoordinatorStateMachine};
 
 use crate::clock::now_ms;
-use crate::replication::{bootstrap_single_voter, command_group_config, NoPeers, RocksLogStore};
+use crate::replication::transport::frame::GroupId;
+use crate::replication::transport::raft::GroupNetwork;
+use crate::replication::{bootstrap_single_voter, command_group_config, initialize_voters, serving_leader, GroupMembers, RocksLogStore};
 use crate::store::{MetadataStore, StoreError};
 
 /// Key prefix of the coordinator group's raft log and raft state.
@@ -99,6 +101,8 @@ pub struct GroupCoordinator {
     next_reply: AtomicU64,
     /// Set when the node stops: groups are unloaded and nothing more is written.
     stopping: AtomicBool,
+    /// True while this node leads the coordinator group and has its groups loaded.
+    active: watch::Sender<bool>,
 }
 
 fn member_id_suffixes() -> group::MemberIdSource {
@@ -128,19 +132,72 @@ pub fn expired_offsets(
 }
 
 impl GroupCoordinator {
-    /// Starts the coordinator group (one voter in single-node mode) and waits for a leader.
-    pub async fn start(node_id: u64, store: Arc<MetadataStore>, config: CoordinatorConfig) -> Result<Arc<GroupCoordinator>, CoordinatorError> {
+    /// Starts the coordinator group: in single-node mode a lone voter, waited for, with the
+    /// groups loaded before this returns; in a cluster the controller voters initialise it,
+    /// and whichever node leads it loads the groups then (`follow_leadership`).
+    pub async fn start(
+        node_id: u64,
+        store: Arc<MetadataStore>,
+        config: CoordinatorConfig,
+        members: GroupMembers,
+    ) -> Result<Arc<GroupCoordinator>, CoordinatorError> {
         let sm = CoordinatorStateMachine::open(store.clone())?;
         let log = RocksLogStore::<CoordinatorRaft>::new(store.clone(), RAFT_PREFIX);
         // The state is in RocksDB already; snapshots only let raft drop applied entries.
-        let raft_config = command_group_config("runnel-coordinator", 20_000, 1_000).map_err(CoordinatorError::Unavailable)?;
-        let raft = Raft::new(node_id, raft_config, NoPeers, log, sm)
+        let raft_config = command_group_config("runnel-coordinator", 20_000, 1_000, members.timing()).map_err(CoordinatorError::Unavailable)?;
+        let network = GroupNetwork::new(members.transport.clone(), GroupId::Coordinator);
+        let raft = Raft::new(node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| CoordinatorError::Unavailable(e.to_string()))?;
-        bootstrap_single_voter(&raft, node_id, LEADER_WAIT).await.map_err(CoordinatorError::Unavailable)?;
+        members.router.register(GroupId::Coordinator, Arc::new(raft.clone()));
+        if !members.voters.is_empty() {
+            tokio::spawn(crate::replication::log_leadership(raft.metrics(), GroupId::Coordinator, tracing::Level::INFO));
+        }
+        if members.voters.is_empty() {
+            bootstrap_single_voter(&raft, node_id, LEADER_WAIT).await.map_err(CoordinatorError::Unavailable)?;
+        } else if members.voters.contains(&node_id) {
+            initialize_voters(&raft, &members.voters).await.map_err(CoordinatorError::Unavailable)?;
+        }
+        let (active_tx, _) = watch::channel(false);
+        let coordinator = Arc::new(GroupCoordinator {
+            raft,
+            store,
+            config,
+            groups: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            next_reply: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            active: active_tx,
+        });
+        if members.voters.is_empty() {
+            // A lone voter leads at once; its groups are there before the node serves.
+            let mut m = coordinator.raft.metrics();
+            let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+            while !serving_leader(&m.borrow()) {
+                if tokio::time::timeout_at(deadline, m.changed()).await.map_or(true, |r| r.is_err()) {
+                    return Err(CoordinatorError::Unavailable("the coordinator group did not apply its first entry".into()));
+                }
+            }
+            coordinator.activate();
+        }
+        tokio::spawn(follow_leadership(Arc::downgrade(&coordinator), coordinator.raft.metrics()));
+        tokio::spawn(run_timers(Arc::downgrade(&coordinator)));
+        tokio::spawn(run_offset_expiry(Arc::downgrade(&coordinator)));
+        Ok(coordinator)
+    }
+
+    /// Loads every stored group, as this node takes over coordination.
+    fn activate(&self) {
         let now = now_ms();
         let mut groups = HashMap::new();
-        for (id, bytes) in state::read_group_records(&store)? {
+        let records = match state::read_group_records(&self.store) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot read group records; not coordinating");
+                return;
+            }
+        };
+        for (id, bytes) in records {
             let record: GroupRecord = match crate::store::from_json(id.as_bytes(), &bytes) {
                 Ok(r) => r,
                 Err(e) => {
@@ -148,27 +205,40 @@ impl GroupCoordinator {
                     continue;
                 }
             };
-            match Group::from_record(record, now, config.group.clone(), member_id_suffixes()) {
+            match Group::from_record(record, now, self.config.group.clone(), member_id_suffixes()) {
                 Ok(g) => {
-                    let slot = GroupSlot::new(g, now);
-                    groups.insert(id, Arc::new(slot));
+                    groups.insert(id, Arc::new(GroupSlot::new(g, now)));
                 }
                 Err(e) => warn!(group = %id, error = %e, "invalid group record; the group starts empty"),
             }
         }
-        info!(groups = groups.len(), "group coordinator started");
-        let coordinator = Arc::new(GroupCoordinator {
-            raft,
-            store,
-            config,
-            groups: Mutex::new(groups),
-            waiters: Mutex::new(HashMap::new()),
-            next_reply: AtomicU64::new(1),
-            stopping: AtomicBool::new(false),
-        });
-        tokio::spawn(run_timers(Arc::downgrade(&coordinator)));
-        tokio::spawn(run_offset_expiry(Arc::downgrade(&coordinator)));
-        Ok(coordinator)
+        info!(groups = groups.len(), "coordinating groups");
+        *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = groups;
+        self.active.send_replace(true);
+    }
+
+    /// Gives up coordination (leadership lost): waiting requests are answered so that their
+    /// clients look for the new coordinator, and the groups are dropped from memory.
+    async fn deactivate(&self) {
+        self.active.send_replace(false);
+        let slots: Vec<Arc<GroupSlot>> = self.groups.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            let out = slot.group.lock().await.mark_dead();
+            self.deliver(out);
+        }
+        info!("no longer coordinating groups");
+    }
+
+    /// Whether this node coordinates groups, as a receiver that changes with leadership.
+    pub fn watch_active(&self) -> watch::Receiver<bool> {
+        self.active.subscribe()
+    }
+
+    /// The coordinator group's leader as this node knows it, and its epoch (the raft term).
+    pub fn leader(&self) -> Option<(u64, i32)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader.map(|l| (l, i32::try_from(m.vote.leader_id().term).unwrap_or(i32::MAX)))
     }
 
     /// Replicates `cmd` and waits until it is applied (on disk on a majority).
@@ -191,6 +261,9 @@ impl GroupCoordinator {
     /// Kafka's checks of a TxnOffsetCommit's member and generation (KIP-447): like
     /// OffsetCommit's, but allowed while the group rebalances.
     pub async fn validate_txn_commit(&self, group: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), i16> {
+        if !self.is_active() {
+            return Err(ResponseError::NotCoordinator.code());
+        }
         match self.slot(group) {
             Some(slot) => slot.group.lock().await.validate_txn_offset_commit(member_id, instance_id, generation).map_err(|e| e.code()),
             None if generation < 0 => Ok(()),
@@ -198,11 +271,10 @@ impl GroupCoordinator {
         }
     }
 
-    /// Whether this node coordinates groups now.
+    /// Whether this node coordinates groups now (it leads the coordinator group and has
+    /// loaded the groups).
     pub fn is_active(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.current_leader == Some(m.id)
+        *self.active.borrow() && !self.is_stopping()
     }
 
     /// Committed offsets of `group`: all of them, or those of `only`.
@@ -211,6 +283,9 @@ impl GroupCoordinator {
         group: &str,
         only: Option<&[(String, i32)]>,
     ) -> Result<Vec<(String, i32, CommittedOffset)>, CoordinatorError> {
+        if !self.is_active() {
+            return Err(CoordinatorError::NotCoordinator { leader: self.leader().map(|(l, _)| l) });
+        }
         Ok(state::read_offsets(&self.store, group, only)?)
     }
 
@@ -218,6 +293,9 @@ impl GroupCoordinator {
     /// A commit with generation -1 and no member id is a "simple" commit by a consumer that
     /// assigns partitions itself; it is refused for a group under group management.
     pub async fn validate_commit(&self, group: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), i16> {
+        if !self.is_active() {
+            return Err(ResponseError::NotCoordinator.code());
+        }
         match self.slot(group) {
             Some(slot) => {
                 let mut g = slot.group.lock().await;
@@ -284,7 +362,7 @@ impl GroupCoordinator {
     /// Runs `op` on the group, writes its record if it changed, then sends every reply the
     /// operation made ready, and waits for the one of this request.
     async fn run(&self, group_id: &str, create: bool, op: impl FnOnce(&mut Group, ReplyId, i64) -> Vec<(ReplyId, Reply)>) -> Option<Reply> {
-        if self.stopping.load(Ordering::Relaxed) {
+        if !self.is_active() {
             return Some(stopping_reply());
         }
         let slot = if create { self.slot_or_create(group_id) } else { self.slot(group_id)? };
@@ -417,7 +495,7 @@ impl GroupCoordinator {
 
     /// Fires due membership timers of every group.
     async fn tick_due(&self) {
-        if self.stopping.load(Ordering::Relaxed) {
+        if !self.is_active() {
             return;
         }
         let now = now_ms();
@@ -512,6 +590,29 @@ fn subscription_topics(metadata: &Bytes) -> Vec<String> {
     }
 }
 
+/// Loads the groups when this node becomes the serving leader of the coordinator group and
+/// drops them when it stops being it.
+async fn follow_leadership(coordinator: Weak<GroupCoordinator>, mut metrics: watch::Receiver<openraft::RaftMetrics<u64, openraft::BasicNode>>) {
+    loop {
+        let serving = serving_leader(&metrics.borrow());
+        {
+            let Some(c) = coordinator.upgrade() else { return };
+            if c.is_stopping() {
+                return;
+            }
+            let active = *c.active.borrow();
+            if serving && !active {
+                c.activate();
+            } else if !serving && active {
+                c.deactivate().await;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn run_timers(coordinator: Weak<GroupCoordinator>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -562,7 +663,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Arc::new(MetadataStore::open(dir.path()).expect("open"));
-            let c = GroupCoordinator::start(1, store, CoordinatorConfig::default()).await.expect("start");
+            let c = GroupCoordinator::start(1, store, CoordinatorConfig::default(), GroupMembers::single_node(1)).await.expect("start");
             assert!(c.is_active());
             let offsets = vec![("t".to_string(), 0, committed(5)), ("t".to_string(), 1, committed(9))];
             c.propose(CoordinatorCommand::CommitOffsets { group: "g".into(), offsets }).await.expect("commit");
@@ -572,7 +673,7 @@ mod tests {
             c.shutdown().await;
         }
         let store = Arc::new(MetadataStore::open(dir.path()).expect("reopen"));
-        let c = GroupCoordinator::start(1, store, CoordinatorConfig::default()).await.expect("restart");
+        let c = GroupCoordinator::start(1, store, CoordinatorConfig::default(), GroupMembers::single_node(1)).await.expect("restart");
         let all = c.fetch_offsets("g", None).expect("fetch");
         assert_eq!(all, vec![("t".to_string(), 0, committed(5)), ("t".to_string(), 1, committed(9))]);
         let one = c.fetch_offsets("g", Some(&[("t".to_string(), 1), ("t".to_string(), 7)])).expect("fetch");

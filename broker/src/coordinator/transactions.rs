@@ -5,6 +5,7 @@
 //! transactions left half-way (after a crash) and forgets idle transactional ids.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -55,6 +56,36 @@ pub struct TransactionCoordinator {
     /// Every transactional producer id: its current epoch and the partitions of its open
     /// transaction (empty when none is open), for produce-time checks.
     open: Mutex<ProducerIndex>,
+    /// True while this node coordinates and has loaded the stored transactions.
+    active: AtomicBool,
+}
+
+/// The slots and producer index of stored transaction records.
+fn index_records(stored: Vec<crate::store::Row>) -> (HashMap<String, Slot>, ProducerIndex) {
+    let mut slots = HashMap::new();
+    let mut open = HashMap::new();
+    for (k, v) in stored {
+        match from_json::<TxnRecord>(&k, &v) {
+            Ok(r) => {
+                index_producer(&mut open, &r);
+                slots.insert(r.transactional_id.clone(), Arc::new(AsyncMutex::new(Some(r))));
+            }
+            Err(e) => warn!(error = %e, "unreadable transaction record skipped"),
+        }
+    }
+    (slots, open)
+}
+
+/// Reloads the stored transactions whenever this node takes over the coordinator group.
+async fn follow_leadership(coordinator: Weak<TransactionCoordinator>, mut leadership: tokio::sync::watch::Receiver<bool>) {
+    while leadership.changed().await.is_ok() {
+        let Some(c) = coordinator.upgrade() else { return };
+        let active = *leadership.borrow_and_update();
+        if active {
+            c.reload();
+        }
+        c.active.store(active, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Whether a transactional batch may be written to a partition (KIP-890 part 1).
@@ -93,19 +124,42 @@ impl TransactionCoordinator {
         config: TxnConfig,
         stored: Vec<crate::store::Row>,
     ) -> Arc<TransactionCoordinator> {
-        let mut slots = HashMap::new();
-        let mut open = HashMap::new();
-        for (k, v) in stored {
-            match from_json::<TxnRecord>(&k, &v) {
-                Ok(r) => {
-                    index_producer(&mut open, &r);
-                    slots.insert(r.transactional_id.clone(), Arc::new(AsyncMutex::new(Some(r))));
-                }
-                Err(e) => warn!(error = %e, "unreadable transaction record skipped"),
-            }
-        }
+        let (slots, open) = index_records(stored);
         info!(transactional_ids = slots.len(), "transaction coordinator loaded");
-        Arc::new(TransactionCoordinator { groups, store, host, config, slots: Mutex::new(slots), open: Mutex::new(open) })
+        let active_now = groups.is_active();
+        let leadership = groups.watch_active();
+        let coordinator = Arc::new(TransactionCoordinator {
+            groups,
+            store,
+            host,
+            config,
+            slots: Mutex::new(slots),
+            open: Mutex::new(open),
+            active: AtomicBool::new(active_now),
+        });
+        tokio::spawn(follow_leadership(Arc::downgrade(&coordinator), leadership));
+        coordinator
+    }
+
+    /// Whether this node coordinates transactions now.
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Acquire) && self.groups.is_active()
+    }
+
+    /// Reads the stored transactions again: this node has just taken over coordination,
+    /// and what the previous leader stored is here through the coordinator raft group.
+    fn reload(&self) {
+        let rows = match crate::coordinator::state::read_transactions(&self.store) {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "cannot read stored transactions");
+                return;
+            }
+        };
+        let (slots, open) = index_records(rows);
+        info!(transactional_ids = slots.len(), "transaction coordinator loaded");
+        *self.slots.lock().unwrap_or_else(|p| p.into_inner()) = slots;
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = open;
     }
 
     /// Starts the timer: first pass at once (finishing transactions a crash left decided),
@@ -374,6 +428,8 @@ async fn run_timer(coordinator: Weak<TransactionCoordinator>, period: Duration) 
         if c.groups.is_stopping() {
             return;
         }
-        c.tick().await;
+        if c.is_active() {
+            c.tick().await;
+        }
     }
 }

@@ -22,7 +22,6 @@ use crate::protocol::errors::{kafka_error, BrokerError};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-const DEFAULT_REPLICATION_FACTOR: i16 = 1;
 
 /// Refuses a command that would take the node past its partition capacity (every
 /// partition is hosted here while Runnel runs as one node).
@@ -53,7 +52,7 @@ pub(super) async fn create_topic_with_defaults(node: &Node, name: &str) -> Resul
         name: name.to_string(),
         id: Uuid::new_v4(),
         partitions: node.config.num_partitions,
-        replication_factor: DEFAULT_REPLICATION_FACTOR,
+        replication_factor: node.config.default_replication_factor,
         assignments: None,
         configs: BTreeMap::new(),
     };
@@ -140,7 +139,7 @@ pub async fn handle_create_topics(node: &Node, req: CreateTopicsRequest, version
         };
         let replication_factor = match (&assignments, t.replication_factor) {
             (Some(a), _) => a.first().map(|r| r.len() as i16).unwrap_or(0),
-            (None, -1) => DEFAULT_REPLICATION_FACTOR,
+            (None, -1) => node.config.default_replication_factor,
             (None, n) => n,
         };
         let cmd = ControllerCommand::CreateTopic {
@@ -289,7 +288,7 @@ fn broker_settings(node: &Node) -> Vec<(String, String, ConfigType, bool, &'stat
             "Create unknown topics on first use.",
         ),
         ("num.partitions".to_string(), c.num_partitions.to_string(), ConfigType::Int, c.num_partitions != d.num_partitions, "Partitions of auto-created topics."),
-        ("default.replication.factor".to_string(), DEFAULT_REPLICATION_FACTOR.to_string(), ConfigType::Int, false, "Replication factor of auto-created topics."),
+        ("default.replication.factor".to_string(), node.config.default_replication_factor.to_string(), ConfigType::Int, false, "Replication factor of auto-created topics."),
         (
             "socket.request.max.bytes".to_string(),
             c.max_request_bytes.to_string(),

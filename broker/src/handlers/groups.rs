@@ -45,11 +45,23 @@ fn locate_coordinator(node: &Node, key_type: i8) -> Result<(i32, String, i32), (
     if key_type != KEY_TYPE_GROUP && key_type != KEY_TYPE_TRANSACTION {
         return Err((ResponseError::InvalidRequest, "unknown coordinator key type"));
     }
-    // Groups and transactions share the coordinator raft group, and so its leader.
-    if !node.coordinator.is_active() {
-        return Err((ResponseError::CoordinatorNotAvailable, "the coordinator is starting"));
+    // Groups and transactions share the coordinator raft group, and so its leader: this
+    // node, the leader its own replica of the group knows, or the one the controller was told.
+    if node.coordinator.is_active() {
+        return Ok((node.node_id(), node.config.advertise_host.clone(), i32::from(node.config.advertise_port)));
     }
-    Ok((node.node_id(), node.config.advertise_host.clone(), i32::from(node.config.advertise_port)))
+    let state = node.cluster();
+    let me = node.node_id() as u64;
+    let known = node.coordinator.leader().filter(|(l, _)| *l != me);
+    let leader = match (known, state.coordinator) {
+        (Some(k), Some(r)) if r.1 > k.1 => Some(r.0),
+        (Some(k), _) => Some(k.0),
+        (None, r) => r.map(|r| r.0).filter(|l| *l != me),
+    };
+    match leader.and_then(|l| state.brokers.get(&l)) {
+        Some(b) => Ok((b.node_id as i32, b.host.clone(), i32::from(b.port))),
+        None => Err((ResponseError::CoordinatorNotAvailable, "the coordinator is moving or starting")),
+    }
 }
 
 pub fn handle_find_coordinator(node: &Node, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {

@@ -39,19 +39,31 @@ fn brokers(state: &ClusterState) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
+/// The controller id clients send admin requests to: the controller group's leader when it
+/// is a registered broker, else this node (which forwards proposals to the leader). As in
+/// KRaft it is never -1: librdkafka's admin client waits for a controller and does not
+/// refresh metadata to find one.
+fn controller_id(node: &Node) -> i32 {
+    let state = node.cluster();
+    match node.controller.leader().filter(|l| state.brokers.contains_key(l)) {
+        Some(l) => l as i32,
+        None => node.node_id(),
+    }
+}
+
 /// One topic's metadata as this node sees it.
 pub(super) fn topic_metadata(node: &Node, topic: &TopicMeta, include_ops: bool) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .map(|p| {
-            let replicas: Vec<BrokerId> = p.replicas.iter().map(|id| BrokerId(*id as i32)).collect();
+            let ids = |v: &[u64]| v.iter().map(|id| BrokerId(*id as i32)).collect::<Vec<_>>();
             let mut out = MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_replica_nodes(replicas.clone())
-                .with_isr_nodes(replicas)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&node.in_sync_replicas(topic, p)))
                 .with_offline_replicas(vec![]);
-            match node.replica(topic.id, p.index).and_then(|r| r.leader().map(|l| (l, r.leader_epoch()))) {
+            match node.partition_leader(topic, p) {
                 Some((leader, epoch)) => {
                     out = out.with_leader_id(BrokerId(leader as i32)).with_leader_epoch(epoch).with_error_code(0);
                 }
@@ -148,7 +160,7 @@ pub async fn handle_metadata(node: &Node, req: MetadataRequest, version: i16) ->
     MetadataResponse::default()
         .with_brokers(brokers(&state))
         .with_cluster_id(Some(str(&node.cluster_id)))
-        .with_controller_id(BrokerId(node.controller.leader().map(|l| l as i32).unwrap_or(-1)))
+        .with_controller_id(BrokerId(controller_id(node)))
         .with_topics(topics)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations { CLUSTER_OPS_ALL } else { OPS_NOT_REQUESTED })
 }
@@ -172,7 +184,7 @@ pub fn handle_describe_cluster(node: &Node, req: DescribeClusterRequest, _versio
         .with_error_code(0)
         .with_endpoint_type(req.endpoint_type.max(1))
         .with_cluster_id(str(&node.cluster_id))
-        .with_controller_id(BrokerId(node.controller.leader().map(|l| l as i32).unwrap_or(-1)))
+        .with_controller_id(BrokerId(controller_id(node)))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations { CLUSTER_OPS_ALL } else { OPS_NOT_REQUESTED })
 }

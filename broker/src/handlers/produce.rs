@@ -29,7 +29,7 @@ enum Submitted {
     Proposed { replica: Arc<PartitionReplica>, handles: Vec<ProposeHandle>, log_append_time: Option<i64> },
 }
 
-async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>, partition: i32, records: Option<Bytes>) -> Submitted {
+async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>, partition: i32, records: Option<Bytes>, acks: i16) -> Submitted {
     let Some(topic_id) = topic_id else {
         return Submitted::Failed(ResponseError::UnknownTopicOrPartition, "unknown topic".into());
     };
@@ -45,6 +45,14 @@ async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>,
         return Submitted::Failed(ResponseError::CorruptMessage, "no records".into());
     };
     let settings = replica.settings();
+    // As Kafka: acks=all needs min.insync.replicas in sync, or nothing is written.
+    if acks == -1 && replica.is_leader() {
+        let isr = replica.in_sync_replicas(node.config.replica_lag_time_max).len();
+        if isr < usize::try_from(settings.min_insync_replicas).unwrap_or(usize::MAX) {
+            let e = BrokerError::from(crate::replication::ReplicationError::NotEnoughReplicas { available: isr, required: settings.min_insync_replicas });
+            return Submitted::Failed(kafka_error(&e), e.to_string());
+        }
+    }
     let mut batches = match validate_produce_records(&records, settings.max_message_bytes) {
         Ok(b) => b,
         Err(e) => {
@@ -105,6 +113,11 @@ fn verify_transactional(node: &Node, replica: &PartitionReplica, h: &BatchHeader
     if !h.is_transactional() || h.producer_id < 0 || replica.has_open_transaction(h.producer_id) {
         return None;
     }
+    // The check reads the transaction coordinator's memory; a partition led elsewhere in a
+    // cluster cannot ask it yet, and lets the batch through (documented gap).
+    if !node.transactions.is_active() {
+        return None;
+    }
     match node.transactions.check_partition(h.producer_id, h.producer_epoch, topic, partition) {
         PartitionCheck::Added => None,
         PartitionCheck::StaleEpoch => Some(Submitted::Failed(ResponseError::InvalidProducerEpoch, "the producer was fenced".into())),
@@ -154,7 +167,7 @@ pub async fn submit(node: &Arc<Node>, req: ProduceRequest, version: i16) -> impl
             } else if version >= 13 && topic_id.is_none() {
                 Submitted::Failed(ResponseError::UnknownTopicId, "unknown topic id".into())
             } else {
-                submit_partition(node, &name, topic_id, p.index, p.records).await
+                submit_partition(node, &name, topic_id, p.index, p.records, req.acks).await
             };
             parts.push((p.index, s));
         }

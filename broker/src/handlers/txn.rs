@@ -38,7 +38,7 @@ fn code_for(e: CoordinatorError, version: i16, fenced_since: i16) -> i16 {
 
 /// Refuses transactional requests while this node does not run the coordinator.
 fn check_active(node: &Node) -> Result<(), CoordinatorError> {
-    if node.coordinator.is_active() {
+    if node.transactions.is_active() {
         Ok(())
     } else {
         Err(CoordinatorError::NotCoordinator { leader: None })

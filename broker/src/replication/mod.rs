@@ -6,7 +6,7 @@
 //! offset of the last applied (committed) entry. Nothing here parses Kafka requests.
 
 mod log_store;
-mod network;
+mod membership;
 mod partition;
 mod raft_state;
 mod rocks_log;
@@ -14,9 +14,10 @@ mod state_machine;
 pub mod transport;
 pub mod types;
 
-pub(crate) use network::NoPeers;
-pub(crate) use rocks_log::{bootstrap_single_voter, command_group_config, RocksLogStore};
-pub use partition::{PartitionReplica, Proposal, ProposeHandle, ReplicaConfig};
+pub(crate) use membership::{add_learners, bootstrap_single_voter, initialize_voters, log_leadership};
+pub use membership::{serving_leader, GroupMembers, GroupTiming};
+pub(crate) use rocks_log::{command_group_config, RocksLogStore};
+pub use partition::{MarkerRequest, PartitionReplica, Proposal, ProposeHandle, ReplicaConfig};
 
 use crate::log::LogError;
 

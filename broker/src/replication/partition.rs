@@ -13,7 +13,10 @@ use openraft::{BasicNode, Raft, ServerState};
 use tokio::sync::{oneshot, watch};
 
 use super::log_store::{PartitionLogStore, PartitionShared, RecentEntries};
-use super::network::NoPeers;
+use super::membership::{initialize_voters, log_leadership, serving_leader, watch_serving, GroupTiming};
+use super::transport::frame::{GroupId, Kind};
+use super::transport::peer::PeerTransport;
+use super::transport::raft::{decode, encode, GroupNetwork, GroupRouter, InboundGroup};
 use super::raft_state::RaftStateFiles;
 use super::state_machine::PartitionStateMachine;
 use super::types::{PartitionCommand, PartitionRaft, PartitionReply};
@@ -24,15 +27,19 @@ use crate::log::{
 };
 
 /// How to open a partition replica.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReplicaConfig {
     pub node_id: u64,
-    /// This node's raft address (unused in single-node mode).
-    pub raft_addr: String,
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
     pub log: LogConfig,
     pub fsync: FsyncPolicy,
-    /// Voters of the group when it is created for the first time.
-    pub initial_voters: BTreeMap<u64, String>,
+    /// The assigned replicas, preferred leader first: the group's voters when it is
+    /// created for the first time.
+    pub replicas: Vec<u64>,
+    /// The transport to the other replicas, and where inbound RPCs find this group.
+    pub transport: Arc<PeerTransport>,
+    pub router: Arc<GroupRouter>,
     /// `producer.id.expiration.ms`: idle producer ids are forgotten after this long.
     pub producer_expiration_ms: i64,
 }
@@ -40,6 +47,13 @@ pub struct ReplicaConfig {
 /// One partition replica on this node.
 pub struct PartitionReplica {
     raft: Raft<PartitionRaft>,
+    /// `serving_leader` of the group's metrics, kept by a task, changed only when it flips.
+    serving: watch::Receiver<bool>,
+    group: GroupId,
+    router: Arc<GroupRouter>,
+    network: GroupNetwork,
+    /// Per follower, when it was last seen caught up with the leader's committed entries.
+    caught_up: Mutex<BTreeMap<u64, std::time::Instant>>,
     shared: Arc<PartitionShared>,
     dir: PathBuf,
     /// Settings read on the write path, updated when topic configs change.
@@ -54,6 +68,9 @@ pub struct ProposeHandle {
     rx: oneshot::Receiver<Result<ClientWriteResponse<PartitionRaft>, ClientWriteError<u64, BasicNode>>>,
     /// The producer whose pending reservation a failed proposal must release.
     producer: Option<(Arc<PartitionShared>, i64)>,
+    /// Whether this node is a serving leader: the wait gives up when it turns false.
+    serving: watch::Receiver<bool>,
+    metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
 }
 
 /// What became of a proposed batch.
@@ -64,15 +81,49 @@ pub enum Proposal {
     Duplicate(BatchSequence),
 }
 
+/// How long each replica after the preferred leader waits before creating a partition
+/// group that nobody has started.
+const INITIALISE_FALLBACK: Duration = Duration::from_secs(3);
+
+/// A transaction marker the transaction coordinator asks a partition's leader to write.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MarkerRequest {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// The partition's end of the transport: raft RPCs, and markers from the transaction
+/// coordinator on another node.
+struct PartitionInbound(std::sync::Weak<PartitionReplica>);
+
+impl InboundGroup for PartitionInbound {
+    fn handle(&self, kind: Kind, body: Bytes) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
+        let Some(replica) = self.0.upgrade() else {
+            return Box::pin(async { Err("the partition is closing".to_string()) });
+        };
+        if kind != Kind::Forward {
+            return InboundGroup::handle(&replica.raft, kind, body);
+        }
+        Box::pin(async move {
+            let m: MarkerRequest = decode("marker request", &body)?;
+            let kind = if m.commit { ControlType::Commit } else { ControlType::Abort };
+            let result = replica.write_marker(m.producer_id, m.epoch, kind, m.coordinator_epoch).await.map_err(|e| e.to_string());
+            encode(&result)
+        })
+    }
+}
+
 /// How long a retried batch waits for its in-flight original to be applied.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
 
-fn raft_config() -> Result<Arc<openraft::Config>, ReplicationError> {
+fn raft_config(timing: GroupTiming) -> Result<Arc<openraft::Config>, ReplicationError> {
     let config = openraft::Config {
         cluster_name: "runnel-partition".to_string(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_min_ms,
+        election_timeout_max: timing.election_max_ms,
         // The log is the state: never snapshot for compaction; retention purges segments.
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: u64::MAX / 2,
@@ -102,7 +153,25 @@ impl ProposeHandle {
     }
 
     async fn wait(&mut self) -> Result<PartitionReply, ReplicationError> {
-        match (&mut self.rx).await {
+        // openraft never makes a leader cut off from its followers step down, and its
+        // proposals would wait for good: as Kafka answers requests waiting on a partition
+        // whose leadership moved, they are answered NOT_LEADER_OR_FOLLOWER once this node
+        // stops being a serving leader, so that clients look for the new one. (The batch
+        // may still commit if the node gets its quorum back; idempotent producers' retries
+        // are then recognised as duplicates.)
+        let mut serving = self.serving.clone();
+        let lost = async move {
+            // Ends when the flag turns false, or the group stops (the sender is dropped).
+            let _ = serving.wait_for(|s| !*s).await;
+        };
+        let result = tokio::select! {
+            r = &mut self.rx => r,
+            () = lost => {
+                let m = self.metrics.borrow();
+                return Err(ReplicationError::NotLeader { leader: m.current_leader.filter(|l| *l != m.id) });
+            }
+        };
+        match result {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(ReplicationError::NotLeader { leader: f.leader_id }),
             Ok(Err(ClientWriteError::ChangeMembershipError(c))) => Err(ReplicationError::Raft(c.to_string())),
@@ -144,25 +213,59 @@ impl PartitionReplica {
         });
         let store = PartitionLogStore::new(shared.clone());
         let sm = PartitionStateMachine::open(shared.clone());
-        let raft = Raft::new(config.node_id, raft_config()?, NoPeers, store, sm)
+        let timing = if config.replicas.len() > 1 { GroupTiming::CLUSTER } else { GroupTiming::SINGLE_NODE };
+        if config.replicas.len() > 1 {
+            // openraft checks election timeouts on a tick (1.5 heartbeats), and the replicas
+            // of a new partition all create their group within a millisecond of each other
+            // (when the controller's CreateTopic is applied), so their ticks would be in
+            // phase: after losing a leader, two followers would become candidates on the
+            // same tick, split the vote, and do it again round after round. A random delay
+            // puts each replica's ticks at its own phase.
+            let tick_ms = timing.heartbeat_ms * 3 / 2;
+            tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % tick_ms.max(1))).await;
+        }
+        let group = GroupId::Partition { topic: config.topic_id, partition: config.partition };
+        let network = GroupNetwork::new(config.transport.clone(), group);
+        let raft = Raft::new(config.node_id, raft_config(timing)?, network.clone(), store, sm)
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
-        let initialized = raft.is_initialized().await.map_err(|e| ReplicationError::Stopped(e.to_string()))?;
-        if !initialized {
-            let members: BTreeMap<u64, BasicNode> =
-                config.initial_voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
-            raft.initialize(members).await.map_err(|e| ReplicationError::Raft(e.to_string()))?;
-        } else if config.initial_voters.len() == 1 {
-            // A lone voter need not wait for an election timeout after a restart.
-            let _ = raft.trigger().elect().await;
-        }
-        Ok(Arc::new(PartitionReplica {
-            raft,
+        let replica = Arc::new(PartitionReplica {
+            serving: watch_serving(raft.metrics()),
+            raft: raft.clone(),
+            group,
+            router: config.router.clone(),
+            network,
+            caught_up: Mutex::new(BTreeMap::new()),
             shared,
             dir: dir.to_path_buf(),
             settings: Mutex::new(settings),
             producer_gate: tokio::sync::Mutex::new(()),
-        }))
+        });
+        config.router.register(group, Arc::new(PartitionInbound(Arc::downgrade(&replica))));
+        tokio::spawn(log_leadership(raft.metrics(), group, tracing::Level::DEBUG));
+        let initialized = raft.is_initialized().await.map_err(|e| ReplicationError::Stopped(e.to_string()))?;
+        let position = config.replicas.iter().position(|r| *r == config.node_id).unwrap_or(0);
+        if !initialized && position == 0 {
+            initialize_voters(&raft, &config.replicas).await.map_err(ReplicationError::Raft)?;
+        } else if !initialized {
+            // The preferred leader creates the group, so that leaders start spread as
+            // placement intended. If it is down, the next replica does so after a while,
+            // with the same voters (safe: the first entry is identical everywhere).
+            let (raft, voters) = (raft.clone(), config.replicas.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(INITIALISE_FALLBACK * position as u32).await;
+                let waiting = raft.metrics().borrow().current_leader.is_none();
+                if waiting {
+                    if let Err(e) = initialize_voters(&raft, &voters).await {
+                        tracing::warn!(error = %e, "cannot initialise the partition group");
+                    }
+                }
+            });
+        } else if config.replicas.len() == 1 {
+            // A lone voter need not wait for an election timeout after a restart.
+            let _ = raft.trigger().elect().await;
+        }
+        Ok(replica)
     }
 
     /// Waits up to `timeout` for this group to have a leader.
@@ -197,16 +300,44 @@ impl PartitionReplica {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// True when this node leads the group.
+    /// True when this node leads the group and may serve as leader (`serving_leader`).
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Leader
+        serving_leader(&self.raft.metrics().borrow())
     }
 
-    /// Kafka leader epoch: the raft term.
+    /// Kafka leader epoch: the term of the leader this node last voted for (with
+    /// single-term leaders, one leader per term).
     pub fn leader_epoch(&self) -> i32 {
-        i32::try_from(self.raft.metrics().borrow().current_term).unwrap_or(i32::MAX)
+        i32::try_from(self.raft.metrics().borrow().vote.leader_id().term).unwrap_or(i32::MAX)
+    }
+
+    /// In-sync replicas, as the leader sees them: itself, and each follower that answered
+    /// within `lag` and was caught up with the committed entries within `lag` (Kafka's
+    /// replica.lag.time.max.ms). Empty when this node does not lead.
+    pub fn in_sync_replicas(&self, lag: Duration) -> Vec<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Vec::new();
+        }
+        let committed = m.last_applied.map(|l| l.index);
+        let now = std::time::Instant::now();
+        let answered = self.network.last_answers();
+        let mut caught_up = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
+        let mut isr = vec![m.id];
+        for (id, matched) in m.replication.iter().flatten() {
+            if *id == m.id {
+                continue;
+            }
+            if matched.map(|l| l.index) >= committed {
+                caught_up.insert(*id, now);
+            }
+            let recent = |t: Option<&std::time::Instant>| t.is_some_and(|t| now.duration_since(*t) < lag);
+            if recent(answered.get(id)) && recent(caught_up.get(id)) {
+                isr.push(*id);
+            }
+        }
+        isr.sort_unstable();
+        isr
     }
 
     /// Replica node ids (voters and learners) of the group.
@@ -226,7 +357,7 @@ impl PartitionReplica {
             .client_write_ff(PartitionCommand::Batch(batch))
             .await
             .map_err(|e| ReplicationError::Stopped(e.to_string()))?;
-        Ok(ProposeHandle { rx, producer: None })
+        Ok(ProposeHandle { rx, producer: None, serving: self.serving.clone(), metrics: self.raft.metrics() })
     }
 
     /// Hands a client's batch to raft after Kafka's producer checks: a batch with a producer
@@ -346,6 +477,7 @@ impl PartitionReplica {
 
     /// Stops the raft group and marks the log cleanly closed.
     pub async fn shutdown(&self) {
+        self.router.unregister(self.group);
         let _ = self.raft.shutdown().await;
         let shared = self.shared.clone();
         let dir = self.dir.clone();

@@ -11,12 +11,10 @@
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{BasicNode, ErrorSubject, ErrorVerb, OptionalSend, Raft, RaftTypeConfig};
+use openraft::{BasicNode, ErrorSubject, ErrorVerb, OptionalSend, RaftTypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -191,12 +189,13 @@ pub(crate) fn command_group_config(
     cluster_name: &str,
     snapshot_every: u64,
     keep_after_snapshot: u64,
+    timing: super::GroupTiming,
 ) -> Result<Arc<openraft::Config>, String> {
     let config = openraft::Config {
         cluster_name: cluster_name.to_string(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_min_ms,
+        election_timeout_max: timing.election_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: keep_after_snapshot,
         ..Default::default()
@@ -204,27 +203,3 @@ pub(crate) fn command_group_config(
     config.validate().map(Arc::new).map_err(|e| e.to_string())
 }
 
-/// Brings a command group up on this node: initialises a group that never ran with this
-/// node as its one voter, or asks a restarted lone voter to elect itself at once, then
-/// waits up to `wait` for a leader. Errors are described for the operator.
-pub(crate) async fn bootstrap_single_voter<C>(raft: &Raft<C>, node_id: u64, wait: Duration) -> Result<(), String>
-where
-    C: RaftTypeConfig<NodeId = u64, Node = BasicNode>,
-{
-    if !raft.is_initialized().await.map_err(|e| e.to_string())? {
-        raft.initialize(BTreeMap::from([(node_id, BasicNode::new(""))])).await.map_err(|e| e.to_string())?;
-    } else {
-        // A lone voter need not wait for an election timeout after a restart.
-        let _ = raft.trigger().elect().await;
-    }
-    let mut metrics = raft.metrics();
-    let deadline = tokio::time::Instant::now() + wait;
-    while metrics.borrow().current_leader.is_none() {
-        match tokio::time::timeout_at(deadline, metrics.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err("the raft group stopped during start-up".into()),
-            Err(_) => return Err(format!("no leader within {wait:?}")),
-        }
-    }
-    Ok(())
-}

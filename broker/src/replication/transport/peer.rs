@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::frame::{Frame, FrameError, GroupId, Kind};
 
@@ -131,6 +131,21 @@ impl PeerTransport {
         Ok(transport)
     }
 
+    /// A transport that listens for nobody and knows no peer (single-node mode): every
+    /// request fails as `UnknownPeer`, which raft treats as unreachable.
+    pub fn outbound_only(node_id: u64, limits: TransportLimits) -> Arc<PeerTransport> {
+        let (stop, _) = tokio::sync::watch::channel(false);
+        Arc::new(PeerTransport {
+            node_id,
+            local_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            addresses: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+            next_request_id: std::sync::atomic::AtomicU64::new(1),
+            limits,
+            stop,
+        })
+    }
+
     /// Stops listening, closes inbound connections and drops outbound ones; requests
     /// after this fail as unreachable.
     pub async fn shutdown(&self) {
@@ -208,13 +223,20 @@ impl PeerTransport {
         let addr = self.addresses.lock().ok().and_then(|a| a.get(&peer).copied()).ok_or(TransportError::UnknownPeer(peer))?;
         match self.dial(peer, addr).await {
             Ok(link) => {
-                state.last_failed_dial = None;
+                if state.last_failed_dial.take().is_some() {
+                    info!(peer, %addr, "peer reachable again");
+                }
                 state.link = Some(link.clone());
                 Ok(link)
             }
             Err(reason) => {
+                // Once per outage at warn; every retry at debug.
+                if state.last_failed_dial.is_none() {
+                    warn!(peer, %addr, %reason, "cannot reach peer; retrying");
+                } else {
+                    debug!(peer, %addr, %reason, "cannot reach peer");
+                }
                 state.last_failed_dial = Some(Instant::now());
-                debug!(peer, %addr, %reason, "cannot reach peer");
                 Err(TransportError::Unreachable { peer, reason })
             }
         }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -24,11 +25,19 @@ use super::peer::{InboundHandler, PeerTransport, TransportError};
 pub struct GroupNetwork {
     transport: Arc<PeerTransport>,
     group: GroupId,
+    /// When each peer last answered one of this group's RPCs.
+    answers: Arc<std::sync::Mutex<HashMap<u64, Instant>>>,
 }
 
 impl GroupNetwork {
     pub fn new(transport: Arc<PeerTransport>, group: GroupId) -> Self {
-        GroupNetwork { transport, group }
+        GroupNetwork { transport, group, answers: Arc::default() }
+    }
+
+    /// When each peer last answered this group (a follower that stopped answering is not
+    /// in sync, however far its log got).
+    pub fn last_answers(&self) -> HashMap<u64, Instant> {
+        self.answers.lock().map(|a| a.clone()).unwrap_or_default()
     }
 }
 
@@ -63,14 +72,17 @@ impl GroupPeer {
         rpc: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>> {
-        let body = serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body = bincode::serialize(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let reply = self
             .network
             .transport
             .request(self.target, kind, self.network.group, Bytes::from(body), option.hard_ttl())
             .await
             .map_err(rpc_error)?;
-        let result: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let Ok(mut a) = self.network.answers.lock() {
+            a.insert(self.target, Instant::now());
+        }
+        let result: Result<Resp, RaftError<u64, E>> = bincode::deserialize(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
     }
 }
@@ -106,8 +118,14 @@ pub trait InboundGroup: Send + Sync + 'static {
     fn handle(&self, kind: Kind, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
 }
 
-fn reply<T: Serialize>(value: &T) -> Result<Bytes, String> {
-    serde_json::to_vec(value).map(Bytes::from).map_err(|e| e.to_string())
+/// Encodes a reply body (bincode).
+pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, String> {
+    bincode::serialize(value).map(Bytes::from).map_err(|e| e.to_string())
+}
+
+/// Decodes a request or reply body (bincode), naming what was expected on failure.
+pub fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, String> {
+    bincode::deserialize(body).map_err(|e| format!("malformed {what}: {e}"))
 }
 
 impl<C: RaftTypeConfig<NodeId = u64, Node = BasicNode>> InboundGroup for Raft<C>
@@ -118,11 +136,10 @@ where
     fn handle(&self, kind: Kind, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
         let raft = self.clone();
         Box::pin(async move {
-            let bad = |e: serde_json::Error| format!("malformed {kind:?}: {e}");
             match kind {
-                Kind::AppendEntries => reply(&raft.append_entries(serde_json::from_slice(&body).map_err(bad)?).await),
-                Kind::Vote => reply(&raft.vote(serde_json::from_slice(&body).map_err(bad)?).await),
-                Kind::InstallSnapshot => reply(&raft.install_snapshot(serde_json::from_slice(&body).map_err(bad)?).await),
+                Kind::AppendEntries => encode(&raft.append_entries(decode("AppendEntries", &body)?).await),
+                Kind::Vote => encode(&raft.vote(decode("Vote", &body)?).await),
+                Kind::InstallSnapshot => encode(&raft.install_snapshot(decode("InstallSnapshot", &body)?).await),
                 other => Err(format!("{other:?} is not a raft RPC")),
             }
         })
