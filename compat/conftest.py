@@ -112,6 +112,73 @@ def broker(broker_factory):
     return broker_factory()
 
 
+class Cluster:
+    """Several runnel processes on loopback, all controller voters (`--voters`), each with
+    its own client and raft port and data directory. Nodes keep their ports and data across
+    kill -9 and restart, as machines would."""
+
+    def __init__(self, base: Path, n: int, args=(), proxied=False):
+        base.mkdir(parents=True, exist_ok=True)
+        raft_ports = {i: free_port() for i in range(1, n + 1)}
+        # With `proxied`, node i reaches node j through its own proxy (i, j), so a test can
+        # cut single links; a node's voters list then names the proxies it dials.
+        self.links = {}
+        if proxied:
+            from cutting_proxy import CuttingProxy
+            self.links = {(i, j): CuttingProxy(raft_ports[j]) for i in raft_ports for j in raft_ports if i != j}
+        self.nodes = {}
+        for i in raft_ports:
+            voters = ",".join(
+                f"{j}@127.0.0.1:{raft_ports[j] if j == i or not proxied else self.links[(i, j)].port}" for j in raft_ports)
+            node_args = ["--node-id", str(i), "--raft-listen", f"127.0.0.1:{raft_ports[i]}", "--voters", voters, *args]
+            self.nodes[i] = Broker(base / f"node{i}", node_args)
+
+    def isolate(self, node_id):
+        """Blocks every link to and from `node_id` (needs `proxied`)."""
+        for (i, j), proxy in self.links.items():
+            if node_id in (i, j):
+                proxy.block()
+
+    def heal(self):
+        for proxy in self.links.values():
+            proxy.heal()
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.nodes.values())
+
+    def start(self):
+        for b in self.nodes.values():
+            b.start()
+        return self
+
+    def stop(self):
+        for b in self.nodes.values():
+            try:
+                b.stop(timeout=15)
+            except Exception:
+                b.kill9()
+        for proxy in self.links.values():
+            proxy.close()
+
+    def logs(self, n=3000) -> str:
+        return "\n".join(f"--- node {i} ---\n{b.log_tail(n)}" for i, b in self.nodes.items())
+
+
+@pytest.fixture
+def cluster_factory(tmp_path):
+    started = []
+
+    def make(n=3, *args, proxied=False):
+        c = Cluster(tmp_path / f"cluster{len(started)}", n, args, proxied=proxied)
+        started.append(c)
+        return c.start()
+
+    yield make
+    for c in started:
+        c.stop()
+
+
 def wait_until(pred, timeout=20.0, interval=0.1, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -247,3 +314,57 @@ def check_consumed(expected, delivered, consumed, start_offsets=None):
             assert tuple(g.headers) == tuple(rec.headers), f"{where}: headers {g.headers!r} != {rec.headers!r}"
             assert g.timestamp == rec.timestamp, f"{where}: timestamp {g.timestamp} != {rec.timestamp}"
 
+
+
+def metadata_from(port, topic, timeout=5.0):
+    """What one node itself answers to Metadata v1 for `topic` (stock clients may ask any
+    broker they know, so they cannot show a single node's view): {partition: (error code,
+    leader, replicas, isr)}."""
+    import struct
+
+    def string(s):
+        b = s.encode()
+        return struct.pack(">h", len(b)) + b
+
+    body = struct.pack(">hhi", 3, 1, 1) + string("runnel-compat") + struct.pack(">i", 1) + string(topic)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", _read_exact(s, 4))[0]
+        buf = memoryview(_read_exact(s, size))
+    pos = 4  # correlation id
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, buf, pos)
+        pos += struct.calcsize(fmt)
+        return v[0] if len(v) == 1 else v
+
+    def take_str():
+        nonlocal pos
+        n = take(">h")
+        v = bytes(buf[pos:pos + max(n, 0)]).decode()
+        pos += max(n, 0)
+        return v
+
+    for _ in range(take(">i")):  # brokers: id, host, port, rack
+        take(">i"), take_str(), take(">i"), take_str()
+    take(">i")  # controller id
+    out = {}
+    for _ in range(take(">i")):
+        take(">h"), take_str(), take(">b")
+        for _ in range(take(">i")):
+            err, index, leader = take(">hii")
+            replicas = [take(">i") for _ in range(take(">i"))]
+            isr = [take(">i") for _ in range(take(">i"))]
+            out[index] = (err, leader, replicas, isr)
+    return out
+
+
+def _read_exact(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        data += chunk
+    return data

@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that can cut every connection through it at once (a reset on
 both sides), so that requests already delivered to the broker lose their responses and
-clients must retry them. Tests point the broker's advertised address at the proxy."""
+clients must retry them, or block a link until healed. Tests point the broker's advertised
+address, or a node's address of a peer, at the proxy."""
 
 import select
 import socket
@@ -20,6 +21,7 @@ class CuttingProxy:
         self.pairs = []
         self.cuts = 0
         self.closed = False
+        self.blocked = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -28,6 +30,12 @@ class CuttingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.blocked:
+                # A blocked link: the connection is reset at once, as a dropped route would
+                # fail it (sooner, so tests stay short).
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -69,6 +77,14 @@ class CuttingProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def block(self):
+        """Cuts every connection and refuses new ones until `heal`."""
+        self.blocked = True
+        self.cut()
+
+    def heal(self):
+        self.blocked = False
 
     def close(self):
         self.closed = True
