@@ -127,11 +127,21 @@ class Cluster:
             from cutting_proxy import CuttingProxy
             self.links = {(i, j): CuttingProxy(raft_ports[j]) for i in raft_ports for j in raft_ports if i != j}
         self.nodes = {}
+        self.base, self.args = base, list(args)
+        self.voters = ",".join(f"{j}@127.0.0.1:{p}" for j, p in raft_ports.items())
         for i in raft_ports:
             voters = ",".join(
                 f"{j}@127.0.0.1:{raft_ports[j] if j == i or not proxied else self.links[(i, j)].port}" for j in raft_ports)
             node_args = ["--node-id", str(i), "--raft-listen", f"127.0.0.1:{raft_ports[i]}", "--voters", voters, *args]
             self.nodes[i] = Broker(base / f"node{i}", node_args)
+
+    def add_node(self):
+        """Starts one more node, not a controller voter, pointed at the same voters."""
+        node_id = max(self.nodes) + 1
+        node_args = ["--node-id", str(node_id), "--raft-listen", f"127.0.0.1:{free_port()}", "--voters", self.voters, *self.args]
+        self.nodes[node_id] = Broker(self.base / f"node{node_id}", node_args)
+        self.nodes[node_id].start()
+        return node_id
 
     def isolate(self, node_id):
         """Blocks every link to and from `node_id` (needs `proxied`)."""

@@ -9,6 +9,7 @@
 RUNNEL_FAULT_KILLS sets the number of leader kills (default 20) for a longer soak."""
 
 import os
+import shutil
 import threading
 import time
 
@@ -424,3 +425,50 @@ def test_coordinator_kill9_moves_groups_offsets_and_an_open_transaction(cluster_
             assert counts[tp.partition] + 1 <= tp.offset <= counts[tp.partition] + 2, (tp, counts)
     finally:
         c.close()
+
+
+def test_a_replica_whose_disk_was_wiped_is_refilled_by_the_leader(cluster_factory):
+    cluster = cluster_factory(3, *CLUSTER_ARGS)
+    admin = admin_client(cluster.bootstrap)
+    topic = "wiped"
+    create_replicated_topic(admin, topic, partitions=1)
+    producer = SequenceProducer(cluster.bootstrap, topic, rate=5000, partitions=1).start()
+    wait_until(lambda: producer.acked_count() > 2000, timeout=60, what="records written")
+    producer.finish()
+    # The preferred replica (the one that created the group) loses its disk.
+    preferred = admin.list_topics(topic=topic, timeout=TIMEOUT).topics[topic].partitions[0].replicas[0]
+    node = cluster.nodes[preferred]
+    node.kill9()
+    others = [n for n in cluster.nodes if n != preferred]
+    wait_until(lambda: current_leader(admin, topic, 0) in others, timeout=30, what="a leader among the others")
+    shutil.rmtree(node.data_dir / "partitions" / f"{topic}-0")
+    node.start()
+    wait_until(lambda: all_in_sync(admin, topic, partitions=1), timeout=60, what="the wiped replica back in sync")
+    wait_until(lambda: len({segment_bytes(n, topic, 0) for n in cluster.nodes.values()}) == 1, timeout=30,
+               what="the wiped replica holding the same bytes as the others")
+    assert len(segment_bytes(node, topic, 0)) > 0
+
+
+def test_a_node_added_at_runtime_takes_new_partitions(cluster_factory):
+    cluster = cluster_factory(3, *CLUSTER_ARGS)
+    admin = admin_client(cluster.bootstrap)
+    wait_formed(admin)
+    new = cluster.add_node()
+    wait_formed(admin, 4)
+    topic = "grown"
+    futures = admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=3)],
+                                  operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
+    futures[topic].result(timeout=TIMEOUT)
+    nodes = tuple(cluster.nodes)
+    wait_until(lambda: all(sorted(isr) == sorted(replicas) and leader in nodes
+                           for leader, replicas, isr in partition_states(admin, topic).values())
+               and len(partition_states(admin, topic)) == 4, timeout=60, what="leaders and full ISR")
+    states = partition_states(admin, topic)
+    assert sum(new in replicas for _, replicas, _ in states.values()) == 3, states
+    assert any(leader == new for leader, _, _ in states.values()), states
+    producer = SequenceProducer(cluster.bootstrap, topic, rate=5000, partitions=4).start()
+    wait_until(lambda: producer.acked_count() > 2000, timeout=60, what="records written")
+    producer.finish()
+    counts = {p: len(v) for p, v in producer.acked.items()}
+    got = read_all_in_group(cluster.nodes[new].bootstrap, topic, "grown-verify", counts)
+    check_exactly_once_in_order(producer.acked, got)

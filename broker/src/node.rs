@@ -453,6 +453,7 @@ impl Node {
                     replicas: p.replicas.clone(),
                     transport: self.members.transport.clone(),
                     router: self.members.router.clone(),
+                    may_initialize: p.leader.is_none(),
                     log: LogConfig {
                         segment_bytes: settings.segment_bytes,
                         segment_ms: settings.segment_ms,

@@ -510,4 +510,71 @@ mod tests {
             }
         }
     }
+
+    /// A node that joins after the voters have compacted their log into a snapshot gets
+    /// the metadata by snapshot, over the transport.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_learner_joining_late_receives_the_metadata_by_snapshot() {
+        use crate::replication::transport::frame::GroupId;
+        use crate::replication::transport::peer::{PeerTransport, TransportLimits};
+        use crate::replication::transport::raft::{GroupNetwork, GroupRouter};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = Vec::new();
+        for id in 1..=4u64 {
+            let router = Arc::new(GroupRouter::default());
+            let transport = PeerTransport::start(id, "127.0.0.1:0".parse().expect("addr"), Default::default(), router.clone(), TransportLimits::default())
+                .await
+                .expect("transport");
+            nodes.push((id, router, transport));
+        }
+        for (_, _, t) in &nodes {
+            for (peer, _, other) in &nodes {
+                t.set_address(*peer, other.local_addr());
+            }
+        }
+        let mut rafts = Vec::new();
+        for (id, router, transport) in &nodes {
+            let store = Arc::new(MetadataStore::open(&dir.path().join(id.to_string())).expect("store"));
+            let (sm, state) = ControllerStateMachine::open(store.clone()).expect("state machine");
+            let log = RocksLogStore::<ControllerRaft>::new(store, RAFT_PREFIX);
+            // A snapshot every 5 entries, keeping none after it.
+            let config = command_group_config("runnel-controller", 5, 0, crate::replication::GroupTiming::SINGLE_NODE).expect("config");
+            let raft = Raft::new(*id, config, GroupNetwork::new(transport.clone(), GroupId::Controller), log, sm).await.expect("raft");
+            router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone())));
+            rafts.push((raft, state));
+        }
+        let voters: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::default())).collect();
+        rafts[0].0.initialize(voters).await.expect("initialise");
+        let mut leader = None;
+        for _ in 0..100 {
+            leader = rafts[..3].iter().position(|(r, _)| r.metrics().borrow().state == openraft::ServerState::Leader);
+            if leader.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let leader = &rafts[leader.expect("a leader")].0;
+        let broker = BrokerMeta { node_id: 1, host: "127.0.0.1".into(), port: 9092, rack: None, raft_endpoint: String::new() };
+        leader.client_write(ControllerCommand::RegisterBroker(broker)).await.expect("written").data.0.expect("applied");
+        for i in 0..20 {
+            leader.client_write(create(&format!("topic-{i}"))).await.expect("written").data.0.expect("applied");
+        }
+        leader.trigger().snapshot().await.expect("snapshot");
+        let mut m = leader.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while m.borrow().purged.is_none() {
+            tokio::time::timeout_at(deadline, m.changed()).await.expect("the log is purged after a snapshot").expect("metrics");
+        }
+        leader.add_learner(4, BasicNode::default(), true).await.expect("learner caught up");
+        let learner = &rafts[3];
+        let mut state = learner.1.clone();
+        let all = tokio::time::timeout(Duration::from_secs(10), state.wait_for(|s| s.topics.len() == 20)).await;
+        let m = learner.0.metrics().borrow().clone();
+        assert!(all.is_ok(), "the learner has every topic: {} of 20; metrics {m:?}", learner.1.borrow().topics.len());
+        assert!(learner.0.metrics().borrow().snapshot.is_some(), "installed from a snapshot");
+        for (r, _) in &rafts {
+            r.shutdown().await.expect("shutdown");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! function of the state, so every voter computes the same metadata.
 
 mod controller;
+pub mod placement;
 pub mod topic_config;
 
 use std::collections::{BTreeMap, HashMap};
@@ -335,8 +336,9 @@ impl ClusterState {
         Ok(())
     }
 
-    /// Round-robin placement over the registered brokers, starting at a broker chosen from
-    /// the topic id (deterministic on every voter), with followers shifted as Kafka does.
+    /// Kafka's placement (`placement::assign`, rack-aware when every broker has a rack)
+    /// over the registered brokers, starting at a broker chosen from the topic id
+    /// (deterministic on every voter).
     fn place(&self, id: &Uuid, partitions: i32, replication_factor: i16) -> Result<Vec<Vec<u64>>, ClusterError> {
         if partitions <= 0 {
             return Err(ClusterError::InvalidPartitions(format!("{partitions}; it must be greater than 0")));
@@ -358,20 +360,8 @@ impl ClusterState {
         let n = brokers.len();
         let start = (id.as_u128() % n as u128) as usize;
         let shift = ((id.as_u128() >> 64) % n as u128) as usize;
-        let mut out = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions as usize {
-            let first = (start + p) % n;
-            // As Kafka: follower j sits 1 + (shift + j) mod (n - 1) after the leader, and the
-            // shift grows every n partitions, so follower sets differ between rounds.
-            let round_shift = shift + p / n;
-            let mut replicas = Vec::with_capacity(rf);
-            replicas.push(brokers[first]);
-            for j in 0..rf.saturating_sub(1) {
-                let idx = (first + 1 + (round_shift + j) % (n - 1)) % n;
-                replicas.push(brokers[idx]);
-            }
-            out.push(replicas);
-        }
+        let brokers: Vec<(u64, Option<String>)> = self.brokers.values().map(|b| (b.node_id, b.rack.clone())).collect();
+        let out = placement::assign(&brokers, partitions as usize, rf, start, shift);
         Ok(out)
     }
 }

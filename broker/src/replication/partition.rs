@@ -40,6 +40,9 @@ pub struct ReplicaConfig {
     /// The transport to the other replicas, and where inbound RPCs find this group.
     pub transport: Arc<PeerTransport>,
     pub router: Arc<GroupRouter>,
+    /// False once the group is known to have had a leader: a replica without raft state
+    /// (a wiped disk) must then be filled by that leader, never start the group again.
+    pub may_initialize: bool,
     /// `producer.id.expiration.ms`: idle producer ids are forgotten after this long.
     pub producer_expiration_ms: i64,
 }
@@ -245,7 +248,9 @@ impl PartitionReplica {
         tokio::spawn(log_leadership(raft.metrics(), group, tracing::Level::DEBUG));
         let initialized = raft.is_initialized().await.map_err(|e| ReplicationError::Stopped(e.to_string()))?;
         let position = config.replicas.iter().position(|r| *r == config.node_id).unwrap_or(0);
-        if !initialized && position == 0 {
+        if !initialized && !config.may_initialize {
+            tracing::info!(topic = %config.topic_id, partition = config.partition, "replica without raft state of an existing group; waiting for its leader");
+        } else if !initialized && position == 0 {
             initialize_voters(&raft, &config.replicas).await.map_err(ReplicationError::Raft)?;
         } else if !initialized {
             // The preferred leader creates the group, so that leaders start spread as
