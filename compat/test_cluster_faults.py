@@ -110,6 +110,15 @@ class SequenceProducer:
         assert left == 0, f"{left} records never acknowledged"
 
 
+def write_records(bootstrap, topic, at_least, partitions=PARTITIONS):
+    """Writes at least `at_least` acknowledged records with a SequenceProducer; returns it."""
+    producer = SequenceProducer(bootstrap, topic, rate=5000, partitions=partitions).start()
+    wait_until(lambda: producer.acked_count() > at_least, timeout=60, what="records written")
+    producer.finish()
+    assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
+    return producer
+
+
 def read_all_in_group(bootstrap, topic, group, expected_counts, timeout=120):
     """Reads every partition from the start as a member of `group`, committing; returns
     {partition: [(offset, value)]}."""
@@ -218,9 +227,7 @@ def test_kill9_of_every_node_keeps_records_topics_offsets_and_transactions(clust
     topic = "power-loss"
     create_replicated_topic(admin, topic)
     # Plain acknowledged records.
-    producer = SequenceProducer(cluster.bootstrap, topic, rate=5000).start()
-    wait_until(lambda: producer.acked_count() > 3000, timeout=60, what="records written")
-    producer.finish()
+    producer = write_records(cluster.bootstrap, topic, 3000)
     counts = {p: len(v) for p, v in producer.acked.items()}
     # A group's committed offsets: the group reads everything and commits.
     read_all_in_group(cluster.bootstrap, topic, "power-group", counts)
@@ -367,9 +374,7 @@ def test_coordinator_kill9_moves_groups_offsets_and_an_open_transaction(cluster_
     admin = admin_client(cluster.bootstrap)
     topic = "coord"
     create_replicated_topic(admin, topic)
-    producer = SequenceProducer(cluster.bootstrap, topic, rate=5000).start()
-    wait_until(lambda: producer.acked_count() > 3000, timeout=60, what="records written")
-    producer.finish()
+    producer = write_records(cluster.bootstrap, topic, 3000)
     counts = {p: len(v) for p, v in producer.acked.items()}
     total = sum(counts.values())
 
@@ -432,9 +437,7 @@ def test_a_replica_whose_disk_was_wiped_is_refilled_by_the_leader(cluster_factor
     admin = admin_client(cluster.bootstrap)
     topic = "wiped"
     create_replicated_topic(admin, topic, partitions=1)
-    producer = SequenceProducer(cluster.bootstrap, topic, rate=5000, partitions=1).start()
-    wait_until(lambda: producer.acked_count() > 2000, timeout=60, what="records written")
-    producer.finish()
+    write_records(cluster.bootstrap, topic, 2000, partitions=1)
     # The preferred replica (the one that created the group) loses its disk.
     preferred = admin.list_topics(topic=topic, timeout=TIMEOUT).topics[topic].partitions[0].replicas[0]
     node = cluster.nodes[preferred]
@@ -466,9 +469,7 @@ def test_a_node_added_at_runtime_takes_new_partitions(cluster_factory):
     states = partition_states(admin, topic)
     assert sum(new in replicas for _, replicas, _ in states.values()) == 3, states
     assert any(leader == new for leader, _, _ in states.values()), states
-    producer = SequenceProducer(cluster.bootstrap, topic, rate=5000, partitions=4).start()
-    wait_until(lambda: producer.acked_count() > 2000, timeout=60, what="records written")
-    producer.finish()
+    producer = write_records(cluster.bootstrap, topic, 2000, partitions=4)
     counts = {p: len(v) for p, v in producer.acked.items()}
     got = read_all_in_group(cluster.nodes[new].bootstrap, topic, "grown-verify", counts)
     check_exactly_once_in_order(producer.acked, got)

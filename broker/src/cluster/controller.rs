@@ -416,17 +416,18 @@ mod tests {
         c.shutdown().await;
     }
 
-    /// Three voters over the node-to-node transport: a command proposed on the leader is
-    /// applied by all three; with the leader gone the other two elect a new one and go on.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn three_voters_replicate_over_the_transport_and_survive_the_leader() {
+    type TestNode = (u64, Arc<crate::replication::transport::raft::GroupRouter>, Arc<crate::replication::transport::peer::PeerTransport>);
+    type TestController = (Raft<ControllerRaft>, watch::Receiver<Arc<ClusterState>>);
+
+    /// `n` controller rafts (nodes 1..=n), each with its own store and transport on
+    /// loopback, every transport knowing every other; none initialised.
+    async fn controllers_over_the_transport(dir: &std::path::Path, n: u64, snapshot_every: u64, keep: u64) -> (Vec<TestNode>, Vec<TestController>) {
         use crate::replication::transport::frame::GroupId;
         use crate::replication::transport::peer::{PeerTransport, TransportLimits};
         use crate::replication::transport::raft::{GroupNetwork, GroupRouter};
 
-        let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
-        for id in 1..=3u64 {
+        for id in 1..=n {
             let router = Arc::new(GroupRouter::default());
             let transport = PeerTransport::start(id, "127.0.0.1:0".parse().expect("addr"), Default::default(), router.clone(), TransportLimits::default())
                 .await
@@ -440,15 +441,23 @@ mod tests {
         }
         let mut rafts = Vec::new();
         for (id, router, transport) in &nodes {
-            let store = Arc::new(MetadataStore::open(&dir.path().join(id.to_string())).expect("store"));
+            let store = Arc::new(MetadataStore::open(&dir.join(id.to_string())).expect("store"));
             let (sm, state) = ControllerStateMachine::open(store.clone()).expect("state machine");
             let log = RocksLogStore::<ControllerRaft>::new(store, RAFT_PREFIX);
-            let config = command_group_config("runnel-controller", 1_000, 100, crate::replication::GroupTiming::SINGLE_NODE).expect("config");
-            let network = GroupNetwork::new(transport.clone(), GroupId::Controller);
-            let raft = Raft::new(*id, config, network, log, sm).await.expect("raft");
-            router.register(GroupId::Controller, Arc::new(raft.clone()));
+            let config = command_group_config("runnel-controller", snapshot_every, keep, crate::replication::GroupTiming::SINGLE_NODE).expect("config");
+            let raft = Raft::new(*id, config, GroupNetwork::new(transport.clone(), GroupId::Controller), log, sm).await.expect("raft");
+            router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone())));
             rafts.push((raft, state));
         }
+        (nodes, rafts)
+    }
+
+    /// Three voters over the node-to-node transport: a command proposed on the leader is
+    /// applied by all three; with the leader gone the other two elect a new one and go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_voters_replicate_over_the_transport_and_survive_the_leader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nodes, rafts) = controllers_over_the_transport(dir.path(), 3, 1_000, 100).await;
         let voters: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::default())).collect();
         rafts[0].0.initialize(voters).await.expect("initialise");
 
@@ -499,7 +508,7 @@ mod tests {
 
         // The leader goes away: its raft stops and its node answers no raft RPC.
         rafts[first].0.shutdown().await.expect("shutdown");
-        nodes[first].1.unregister(GroupId::Controller);
+        nodes[first].1.unregister(crate::replication::transport::frame::GroupId::Controller);
         let second = leader(&rafts, Some(first)).await;
         assert_ne!(second, first);
         write(second, create("payments")).await;
@@ -515,35 +524,9 @@ mod tests {
     /// the metadata by snapshot, over the transport.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_learner_joining_late_receives_the_metadata_by_snapshot() {
-        use crate::replication::transport::frame::GroupId;
-        use crate::replication::transport::peer::{PeerTransport, TransportLimits};
-        use crate::replication::transport::raft::{GroupNetwork, GroupRouter};
-
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut nodes = Vec::new();
-        for id in 1..=4u64 {
-            let router = Arc::new(GroupRouter::default());
-            let transport = PeerTransport::start(id, "127.0.0.1:0".parse().expect("addr"), Default::default(), router.clone(), TransportLimits::default())
-                .await
-                .expect("transport");
-            nodes.push((id, router, transport));
-        }
-        for (_, _, t) in &nodes {
-            for (peer, _, other) in &nodes {
-                t.set_address(*peer, other.local_addr());
-            }
-        }
-        let mut rafts = Vec::new();
-        for (id, router, transport) in &nodes {
-            let store = Arc::new(MetadataStore::open(&dir.path().join(id.to_string())).expect("store"));
-            let (sm, state) = ControllerStateMachine::open(store.clone()).expect("state machine");
-            let log = RocksLogStore::<ControllerRaft>::new(store, RAFT_PREFIX);
-            // A snapshot every 5 entries, keeping none after it.
-            let config = command_group_config("runnel-controller", 5, 0, crate::replication::GroupTiming::SINGLE_NODE).expect("config");
-            let raft = Raft::new(*id, config, GroupNetwork::new(transport.clone(), GroupId::Controller), log, sm).await.expect("raft");
-            router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone())));
-            rafts.push((raft, state));
-        }
+        // A snapshot every 5 entries, keeping none after it.
+        let (_nodes, rafts) = controllers_over_the_transport(dir.path(), 4, 5, 0).await;
         let voters: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::default())).collect();
         rafts[0].0.initialize(voters).await.expect("initialise");
         let mut leader = None;
