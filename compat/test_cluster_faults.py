@@ -473,3 +473,29 @@ def test_a_node_added_at_runtime_takes_new_partitions(cluster_factory):
     counts = {p: len(v) for p, v in producer.acked.items()}
     got = read_all_in_group(cluster.nodes[new].bootstrap, topic, "grown-verify", counts)
     check_exactly_once_in_order(producer.acked, got)
+
+
+def test_a_node_that_stops_answering_is_fenced_and_gets_no_new_replicas(cluster_factory):
+    cluster = cluster_factory(3, *CLUSTER_ARGS)
+    admin = admin_client(cluster.bootstrap)
+    wait_formed(admin)
+    down = 3
+    cluster.nodes[down].kill9()
+    live = ",".join(cluster.nodes[n].bootstrap for n in (1, 2))
+    admin = admin_client(live)
+    # Fenced after the session timeout (9 s): Metadata no longer lists it.
+    wait_until(lambda: sorted(admin.list_topics(timeout=TIMEOUT).brokers) == [1, 2], timeout=30, what="node 3 fenced")
+    topic = "placed-live"
+    futures = admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=2)],
+                                  operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
+    futures[topic].result(timeout=TIMEOUT)
+    wait_until(lambda: len(partition_states(admin, topic)) == 6, timeout=30, what="leaders")
+    assert all(down not in replicas for _, replicas, _ in partition_states(admin, topic).values())
+    # Three replicas cannot be placed on two live nodes.
+    futures = admin.create_topics([NewTopic("too-wide", num_partitions=1, replication_factor=3)],
+                                  operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
+    with pytest.raises(KafkaException) as refused:
+        futures["too-wide"].result(timeout=TIMEOUT)
+    assert refused.value.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR
+    cluster.nodes[down].start()
+    wait_until(lambda: sorted(admin.list_topics(timeout=TIMEOUT).brokers) == [1, 2, 3], timeout=30, what="node 3 back")

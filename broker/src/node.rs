@@ -198,6 +198,7 @@ impl Node {
             port: config.advertise_port,
             rack: config.rack.clone(),
             raft_endpoint,
+            fenced: false,
         };
         let setup = ControllerSetup { me: broker, members: members.clone(), proposed_cluster_id: local_cluster_id.clone() };
         let controller = Controller::start(setup, store.clone()).await?;

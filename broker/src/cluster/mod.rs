@@ -55,6 +55,10 @@ pub struct BrokerMeta {
     /// Where other nodes reach this one (`raft_listen`); empty in single-node mode.
     #[serde(default)]
     pub raft_endpoint: String,
+    /// Set by the controller when the node stopped answering it: left out of Metadata and
+    /// of new placements until it is heard from again (KRaft's fencing).
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// One partition's assignment.
@@ -151,6 +155,8 @@ pub enum ControllerCommand {
     InitCluster { cluster_id: String },
     /// Leaders announce the groups they lead (partitions, the coordinator).
     ReportLeaders(Vec<LeaderReport>),
+    /// The controller's leader fences a node it no longer hears from, or unfences it.
+    FenceBroker { node_id: u64, fenced: bool },
 }
 
 impl ControllerCommand {
@@ -175,6 +181,7 @@ pub enum Applied {
     /// The cluster's id (the one stored first, whoever proposed it).
     ClusterInitialized,
     LeadersRecorded,
+    BrokerFenced,
     /// Raft's own entries (blank, membership), which change no metadata.
     Nothing,
 }
@@ -209,6 +216,11 @@ fn collision_key(name: &str) -> String {
 }
 
 impl ClusterState {
+    /// Registered brokers that are not fenced: what Metadata shows clients.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
         self.topic_names.get(id).and_then(|n| self.topics.get(n))
     }
@@ -246,6 +258,12 @@ impl ClusterState {
             ControllerCommand::InitCluster { cluster_id } => {
                 self.cluster_id.get_or_insert(cluster_id);
                 Ok(Applied::ClusterInitialized)
+            }
+            ControllerCommand::FenceBroker { node_id, fenced } => {
+                if let Some(b) = self.brokers.get_mut(&node_id) {
+                    b.fenced = fenced;
+                }
+                Ok(Applied::BrokerFenced)
             }
             ControllerCommand::ReportLeaders(reports) => {
                 for r in reports {
@@ -337,7 +355,7 @@ impl ClusterState {
     }
 
     /// Kafka's placement (`placement::assign`, rack-aware when every broker has a rack)
-    /// over the registered brokers, starting at a broker chosen from the topic id
+    /// over the registered brokers that are not fenced, starting at a broker chosen from the topic id
     /// (deterministic on every voter).
     fn place(&self, id: &Uuid, partitions: i32, replication_factor: i16) -> Result<Vec<Vec<u64>>, ClusterError> {
         if partitions <= 0 {
@@ -349,7 +367,8 @@ impl ClusterState {
         if replication_factor <= 0 {
             return Err(ClusterError::InvalidReplicationFactor(format!("{replication_factor}; it must be greater than 0")));
         }
-        let brokers: Vec<u64> = self.brokers.keys().copied().collect();
+        // Fenced nodes (down, as far as the controller knows) get no new replicas.
+        let brokers: Vec<(u64, Option<String>)> = self.live_brokers().map(|b| (b.node_id, b.rack.clone())).collect();
         let rf = replication_factor as usize;
         if rf > brokers.len() {
             return Err(ClusterError::InvalidReplicationFactor(format!(
@@ -360,7 +379,6 @@ impl ClusterState {
         let n = brokers.len();
         let start = (id.as_u128() % n as u128) as usize;
         let shift = ((id.as_u128() >> 64) % n as u128) as usize;
-        let brokers: Vec<(u64, Option<String>)> = self.brokers.values().map(|b| (b.node_id, b.rack.clone())).collect();
         let out = placement::assign(&brokers, partitions as usize, rf, start, shift);
         Ok(out)
     }
@@ -373,7 +391,7 @@ mod tests {
     fn with_brokers(n: u64) -> ClusterState {
         let mut s = ClusterState::default();
         for id in 1..=n {
-            s.apply(ControllerCommand::RegisterBroker(BrokerMeta { node_id: id, host: "127.0.0.1".into(), port: 9092, rack: None, raft_endpoint: String::new() }))
+            s.apply(ControllerCommand::RegisterBroker(BrokerMeta { node_id: id, host: "127.0.0.1".into(), port: 9092, rack: None, raft_endpoint: String::new(), fenced: false }))
                 .expect("register");
         }
         s
@@ -444,6 +462,18 @@ mod tests {
         let mut leaders: Vec<u64> = a.iter().map(|r| r[0]).collect();
         leaders.sort_unstable();
         assert_eq!(leaders, vec![1, 1, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn fenced_brokers_get_no_new_replicas_until_unfenced() {
+        let mut s = with_brokers(3);
+        s.apply(ControllerCommand::FenceBroker { node_id: 2, fenced: true }).expect("fence");
+        assert_eq!(s.live_brokers().map(|b| b.node_id).collect::<Vec<_>>(), [1, 3]);
+        let a = s.place(&Uuid::new_v4(), 6, 2).expect("place");
+        assert!(a.iter().all(|r| !r.contains(&2)), "{a:?}");
+        assert!(matches!(s.place(&Uuid::new_v4(), 1, 3), Err(ClusterError::InvalidReplicationFactor(_))));
+        s.apply(ControllerCommand::FenceBroker { node_id: 2, fenced: false }).expect("unfence");
+        assert_eq!(s.place(&Uuid::new_v4(), 1, 3).expect("place").len(), 1);
     }
 
     #[test]

@@ -26,9 +26,9 @@ pub(super) fn str(s: &str) -> StrBytes {
 }
 
 fn brokers(state: &ClusterState) -> Vec<MetadataResponseBroker> {
+    // As KRaft: fenced brokers are not shown to clients.
     state
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.node_id as i32))
@@ -45,7 +45,7 @@ fn brokers(state: &ClusterState) -> Vec<MetadataResponseBroker> {
 /// refresh metadata to find one.
 fn controller_id(node: &Node) -> i32 {
     let state = node.cluster();
-    match node.controller.leader().filter(|l| state.brokers.contains_key(l)) {
+    match node.controller.leader().filter(|l| state.brokers.get(l).is_some_and(|b| !b.fenced)) {
         Some(l) => l as i32,
         None => node.node_id(),
     }
@@ -170,13 +170,14 @@ pub fn handle_describe_cluster(node: &Node, req: DescribeClusterRequest, _versio
     let brokers = state
         .brokers
         .values()
+        .filter(|b| !b.fenced || req.include_fenced_brokers)
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.node_id as i32))
                 .with_host(str(&b.host))
                 .with_port(i32::from(b.port))
                 .with_rack(b.rack.as_deref().map(str))
-                .with_is_fenced(false)
+                .with_is_fenced(b.fenced)
         })
         .collect();
     // endpoint_type 1 = brokers; 2 = controllers, which Runnel serves on the same nodes.
