@@ -352,7 +352,8 @@ fn parse_bool(setting: &'static str, raw: Option<String>, default: bool) -> Resu
     }
 }
 
-fn parse_host_port(setting: &'static str, s: &str) -> Result<(String, u16), ConfigError> {
+/// `HOST:PORT`, with an IPv6 host in brackets, as host and port.
+pub(crate) fn parse_host_port(setting: &'static str, s: &str) -> Result<(String, u16), ConfigError> {
     let (host, port) = s
         .rsplit_once(':')
         .ok_or_else(|| ConfigError::new(setting, s, "expected HOST:PORT"))?;
@@ -378,12 +379,23 @@ fn resolve(setting: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> 
         return Ok(a);
     }
     let (host, port) = parse_host_port(setting, raw)?;
+    resolve_host(&host, port).ok_or_else(|| ConfigError::new(setting, raw, "cannot resolve host"))
+}
+
+/// The first address `host` (a name, such as a Kubernetes service, or an address) resolves
+/// to, with `port`.
+pub(crate) fn resolve_host(host: &str, port: u16) -> Option<SocketAddr> {
     use std::net::ToSocketAddrs;
-    (host.as_str(), port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut it| it.next())
-        .ok_or_else(|| ConfigError::new(setting, raw, "cannot resolve host"))
+    (host, port).to_socket_addrs().ok().and_then(|mut it| it.next())
+}
+
+/// `host:port` as `parse_host_port` reads it back (an IPv6 host in brackets).
+pub(crate) fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// `1@host:port,2@host:port`: distinct node ids, each with a raft address.

@@ -16,7 +16,7 @@ use crate::cluster::topic_config::LogSettings;
 use crate::cluster::{
     BrokerMeta, ClusterState, Controller, ControllerCommand, ControllerSetup, LeaderReport, PartitionMeta, ReportedGroup, TopicMeta,
 };
-use crate::config::NodeConfig;
+use crate::config::{join_host_port, parse_host_port, resolve_host, NodeConfig};
 use crate::coordinator::group::GroupConfig;
 use crate::coordinator::transactions::{TransactionCoordinator, TxnConfig, TxnHost};
 use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
@@ -179,7 +179,7 @@ impl Node {
             Some(listen) => {
                 let router = Arc::new(GroupRouter::default());
                 let addresses: HashMap<u64, SocketAddr> =
-                    config.voters.iter().filter_map(|v| resolve(&v.host, v.port).map(|a| (v.node_id, a))).collect();
+                    config.voters.iter().filter_map(|v| resolve_host(&v.host, v.port).map(|a| (v.node_id, a))).collect();
                 let transport = PeerTransport::start(me, listen, addresses, router.clone(), TransportLimits::default())
                     .await
                     .map_err(|source| NodeError::RaftListen { addr: listen, source })?;
@@ -188,7 +188,7 @@ impl Node {
             }
         };
         let raft_endpoint = match (config.voters.iter().find(|v| v.node_id == me), config.raft_listen) {
-            (Some(v), _) => format!("{}:{}", v.host, v.port),
+            (Some(v), _) => join_host_port(&v.host, v.port),
             (None, Some(_)) => members.transport.local_addr().to_string(),
             (None, None) => String::new(),
         };
@@ -273,7 +273,7 @@ impl Node {
                 }
             }
         });
-        if !node.members.voters.is_empty() {
+        if node.is_clustered() {
             tokio::spawn(report_leaders(Arc::downgrade(&node)));
             node.prefetch_producer_ids().await;
         }
@@ -301,7 +301,7 @@ impl Node {
             if b.node_id == self.config.node_id as u64 || b.raft_endpoint.is_empty() || configured {
                 continue;
             }
-            let resolved = b.raft_endpoint.rsplit_once(':').and_then(|(h, p)| resolve(h, p.parse().ok()?));
+            let resolved = parse_host_port("raft_endpoint", &b.raft_endpoint).ok().and_then(|(h, p)| resolve_host(&h, p));
             match resolved {
                 Some(addr) => self.members.transport.set_address(b.node_id, addr),
                 None => warn!(node = b.node_id, endpoint = %b.raft_endpoint, "cannot resolve a node's raft endpoint"),
@@ -549,12 +549,6 @@ impl Node {
 const MARKER_WAIT: Duration = Duration::from_secs(10);
 /// How often leaders compare what the controller knows of them with the truth.
 const LEADER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Resolves `host:port` once (a host name such as a Kubernetes service name, or an address).
-fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    (host, port).to_socket_addrs().ok().and_then(|mut a| a.next())
-}
 
 /// Tells the controller which groups this node leads, with their epochs and in-sync
 /// replicas, whenever that differs from what the metadata says, so that Metadata and

@@ -25,7 +25,7 @@ use crate::replication::transport::frame::{GroupId, Kind};
 use crate::replication::transport::peer::{PeerTransport, TransportError};
 use crate::replication::transport::raft::{decode, encode, GroupNetwork, InboundGroup};
 use crate::replication::types::storage_err;
-use crate::replication::{add_learners, bootstrap_single_voter, command_group_config, initialize_voters, log_leadership, GroupMembers, RocksLogStore};
+use crate::replication::{add_learners, bootstrap_single_voter, command_group_config, initialize_voters, watch_serving, GroupMembers, RocksLogStore};
 use crate::store::{cf, from_json, to_json, MetadataStore, StoreOp};
 
 /// The reply to a proposer: what the command changed, or why it was refused.
@@ -305,7 +305,7 @@ impl Controller {
         let raft = Raft::new(node_id, config, network.clone(), log, sm).await.map_err(unavailable)?;
         members.router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone())));
         if !members.voters.is_empty() {
-            tokio::spawn(log_leadership(raft.metrics(), GroupId::Controller, tracing::Level::INFO));
+            let _ = watch_serving(raft.metrics(), GroupId::Controller, Some(tracing::Level::INFO));
         }
         info!(node_id, voters = ?members.voters, "starting the controller group");
         if members.voters.is_empty() {

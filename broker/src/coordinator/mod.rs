@@ -31,7 +31,7 @@ use state::{CoordinatorRaft, CoordinatorStateMachine};
 use crate::clock::now_ms;
 use crate::replication::transport::frame::GroupId;
 use crate::replication::transport::raft::GroupNetwork;
-use crate::replication::{bootstrap_single_voter, command_group_config, initialize_voters, serving_leader, GroupMembers, RocksLogStore};
+use crate::replication::{bootstrap_single_voter, command_group_config, initialize_voters, GroupMembers, RocksLogStore};
 use crate::store::{MetadataStore, StoreError};
 
 /// Key prefix of the coordinator group's raft log and raft state.
@@ -150,9 +150,8 @@ impl GroupCoordinator {
             .await
             .map_err(|e| CoordinatorError::Unavailable(e.to_string()))?;
         members.router.register(GroupId::Coordinator, Arc::new(raft.clone()));
-        if !members.voters.is_empty() {
-            tokio::spawn(crate::replication::log_leadership(raft.metrics(), GroupId::Coordinator, tracing::Level::INFO));
-        }
+        let log = (!members.voters.is_empty()).then_some(tracing::Level::INFO);
+        let serving = crate::replication::watch_serving(raft.metrics(), GroupId::Coordinator, log);
         if members.voters.is_empty() {
             bootstrap_single_voter(&raft, node_id, LEADER_WAIT).await.map_err(CoordinatorError::Unavailable)?;
         } else if members.voters.contains(&node_id) {
@@ -171,16 +170,13 @@ impl GroupCoordinator {
         });
         if members.voters.is_empty() {
             // A lone voter leads at once; its groups are there before the node serves.
-            let mut m = coordinator.raft.metrics();
-            let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-            while !serving_leader(&m.borrow()) {
-                if tokio::time::timeout_at(deadline, m.changed()).await.map_or(true, |r| r.is_err()) {
-                    return Err(CoordinatorError::Unavailable("the coordinator group did not apply its first entry".into()));
-                }
+            let mut lone = serving.clone();
+            if !matches!(tokio::time::timeout(LEADER_WAIT, lone.wait_for(|s| *s)).await, Ok(Ok(_))) {
+                return Err(CoordinatorError::Unavailable("the coordinator group did not apply its first entry".into()));
             }
             coordinator.activate();
         }
-        tokio::spawn(follow_leadership(Arc::downgrade(&coordinator), coordinator.raft.metrics()));
+        tokio::spawn(follow_leadership(Arc::downgrade(&coordinator), serving));
         tokio::spawn(run_timers(Arc::downgrade(&coordinator)));
         tokio::spawn(run_offset_expiry(Arc::downgrade(&coordinator)));
         Ok(coordinator)
@@ -596,22 +592,22 @@ fn subscription_topics(metadata: &Bytes) -> Vec<String> {
 
 /// Loads the groups when this node becomes the serving leader of the coordinator group and
 /// drops them when it stops being it.
-async fn follow_leadership(coordinator: Weak<GroupCoordinator>, mut metrics: watch::Receiver<openraft::RaftMetrics<u64, openraft::BasicNode>>) {
+async fn follow_leadership(coordinator: Weak<GroupCoordinator>, mut serving: watch::Receiver<bool>) {
     loop {
-        let serving = serving_leader(&metrics.borrow());
+        let serving_now = *serving.borrow_and_update();
         {
             let Some(c) = coordinator.upgrade() else { return };
             if c.is_stopping() {
                 return;
             }
             let active = *c.active.borrow();
-            if serving && !active {
+            if serving_now && !active {
                 c.activate();
-            } else if !serving && active {
+            } else if !serving_now && active {
                 c.deactivate().await;
             }
         }
-        if metrics.changed().await.is_err() {
+        if serving.changed().await.is_err() {
             return;
         }
     }

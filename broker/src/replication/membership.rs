@@ -159,41 +159,36 @@ pub fn serving_leader(m: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
 /// before a new one can be elected.
 const QUORUM_ACK_MAX_MS: u64 = 900;
 
-/// Logs each change of a group's state, leader or term (at `level`: info for the
-/// controller and coordinator, debug for partitions, which are many), for operators
-/// following a failover.
-pub(crate) async fn log_leadership(mut metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>, group: GroupId, level: tracing::Level) {
-    let mut last = None;
-    loop {
-        let now = {
-            let m = metrics.borrow();
-            (m.state, m.current_leader, m.vote.leader_id().term, serving_leader(&m))
-        };
-        if last != Some(now) {
-            let (state, leader, term, serving) = now;
-            if level == tracing::Level::INFO {
-                info!(?group, ?state, ?leader, term, serving, "raft group state");
-            } else {
-                tracing::debug!(?group, ?state, ?leader, term, serving, "raft group state");
-            }
-            last = Some(now);
-        }
-        if metrics.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A flag that follows `serving_leader` of a group, changed only when it flips, so that
-/// many waiters can watch it without each looking at every metrics update. The sender goes
-/// away when the group stops.
-pub(crate) fn watch_serving(mut metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>) -> watch::Receiver<bool> {
+/// Follows a group's metrics in one task: returns a flag that follows `serving_leader`,
+/// changed only when it flips (many waiters can watch it without each looking at every
+/// metrics update), and, with `log`, logs each change of the group's state, leader or term
+/// at that level (info for the controller and coordinator, debug for partitions, which
+/// are many) for operators following a failover. The flag's sender goes away when the
+/// group stops.
+pub(crate) fn watch_serving(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    group: GroupId,
+    log: Option<tracing::Level>,
+) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(serving_leader(&metrics.borrow()));
     tokio::spawn(async move {
+        let mut last = None;
         loop {
-            let now = serving_leader(&metrics.borrow_and_update());
-            tx.send_if_modified(|s| std::mem::replace(s, now) != now);
-            if metrics.changed().await.is_err() || tx.is_closed() {
+            let now = {
+                let m = metrics.borrow_and_update();
+                (m.state, m.current_leader, m.vote.leader_id().term, serving_leader(&m))
+            };
+            let (state, leader, term, serving) = now;
+            tx.send_if_modified(|s| std::mem::replace(s, serving) != serving);
+            if last != Some(now) {
+                match log {
+                    Some(tracing::Level::INFO) => info!(?group, ?state, ?leader, term, serving, "raft group state"),
+                    Some(_) => tracing::debug!(?group, ?state, ?leader, term, serving, "raft group state"),
+                    None => {}
+                }
+                last = Some(now);
+            }
+            if metrics.changed().await.is_err() {
                 return;
             }
         }

@@ -13,7 +13,7 @@ use openraft::{BasicNode, Raft, ServerState};
 use tokio::sync::{oneshot, watch};
 
 use super::log_store::{PartitionLogStore, PartitionShared, RecentEntries};
-use super::membership::{initialize_voters, log_leadership, serving_leader, watch_serving, GroupTiming};
+use super::membership::{initialize_voters, serving_leader, watch_serving, GroupTiming};
 use super::transport::frame::{GroupId, Kind};
 use super::transport::peer::PeerTransport;
 use super::transport::raft::{decode, encode, GroupNetwork, GroupRouter, InboundGroup};
@@ -233,7 +233,7 @@ impl PartitionReplica {
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
         let replica = Arc::new(PartitionReplica {
-            serving: watch_serving(raft.metrics()),
+            serving: watch_serving(raft.metrics(), group, Some(tracing::Level::DEBUG)),
             raft: raft.clone(),
             group,
             router: config.router.clone(),
@@ -245,7 +245,6 @@ impl PartitionReplica {
             producer_gate: tokio::sync::Mutex::new(()),
         });
         config.router.register(group, Arc::new(PartitionInbound(Arc::downgrade(&replica))));
-        tokio::spawn(log_leadership(raft.metrics(), group, tracing::Level::DEBUG));
         let initialized = raft.is_initialized().await.map_err(|e| ReplicationError::Stopped(e.to_string()))?;
         let position = config.replicas.iter().position(|r| *r == config.node_id).unwrap_or(0);
         if !initialized && !config.may_initialize {
