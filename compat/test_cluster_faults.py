@@ -463,10 +463,16 @@ def test_a_node_added_at_runtime_takes_new_partitions(cluster_factory):
                                   operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
     futures[topic].result(timeout=TIMEOUT)
     nodes = tuple(cluster.nodes)
-    wait_until(lambda: all(sorted(isr) == sorted(replicas) and leader in nodes
-                           for leader, replicas, isr in partition_states(admin, topic).values())
-               and len(partition_states(admin, topic)) == 4, timeout=60, what="leaders and full ISR")
-    states = partition_states(admin, topic)
+
+    def settled():
+        # One Metadata answer, checked and returned whole: a later answer may catch a
+        # partition between leaders.
+        states = partition_states(admin, topic)
+        full = len(states) == 4 and all(sorted(isr) == sorted(replicas) and leader in nodes
+                                        for leader, replicas, isr in states.values())
+        return states if full else None
+
+    states = wait_until(settled, timeout=60, what="leaders and full ISR")
     assert sum(new in replicas for _, replicas, _ in states.values()) == 3, states
     assert any(leader == new for leader, _, _ in states.values()), states
     producer = write_records(cluster.bootstrap, topic, 2000, partitions=4)
@@ -489,8 +495,9 @@ def test_a_node_that_stops_answering_is_fenced_and_gets_no_new_replicas(cluster_
     futures = admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=2)],
                                   operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
     futures[topic].result(timeout=TIMEOUT)
-    wait_until(lambda: len(partition_states(admin, topic)) == 6, timeout=30, what="leaders")
-    assert all(down not in replicas for _, replicas, _ in partition_states(admin, topic).values())
+    states = wait_until(lambda: (lambda s: s if len(s) == 6 else None)(partition_states(admin, topic)),
+                        timeout=30, what="leaders")
+    assert all(down not in replicas for _, replicas, _ in states.values()), states
     # Three replicas cannot be placed on two live nodes.
     futures = admin.create_topics([NewTopic("too-wide", num_partitions=1, replication_factor=3)],
                                   operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
