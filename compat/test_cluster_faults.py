@@ -506,3 +506,167 @@ def test_a_node_that_stops_answering_is_fenced_and_gets_no_new_replicas(cluster_
     assert refused.value.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR
     cluster.nodes[down].start()
     wait_until(lambda: sorted(admin.list_topics(timeout=TIMEOUT).brokers) == [1, 2, 3], timeout=30, what="node 3 back")
+
+
+def unregister_broker(port, broker_id, timeout=5.0):
+    """UnregisterBroker v0 sent by hand (no stock Python client has it): the error code."""
+    import socket
+    import struct
+
+    client = b"runnel-compat"
+    # Header v2: api key, version, correlation id, client id (int16 string), no tagged fields.
+    body = struct.pack(">hhih", 64, 0, 7, len(client)) + client + b"\x00"
+    body += struct.pack(">i", broker_id) + b"\x00"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", _recv_exact(s, 4))[0]
+        frame = _recv_exact(s, size)
+    # Response header v1: correlation id, tagged fields; body: throttle time, error code.
+    correlation, _tags, _throttle, error = struct.unpack_from(">ibih", frame)
+    assert correlation == 7
+    return error
+
+
+def _recv_exact(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        assert chunk, "connection closed"
+        data += chunk
+    return data
+
+
+def test_partitions_move_off_a_node_which_is_then_removed(cluster_factory):
+    """KIP-455 with kafka-python's admin client: every partition with a replica on node 4
+    (the preferred leader of one) moves to node 3 under an idempotent producer; node 4's
+    replicas are deleted, node 3 holds the same bytes as the others, nothing acknowledged is
+    lost; then node 4 is stopped and unregistered and leaves the cluster."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.errors import InvalidReplicationAssignmentError, NoReassignmentInProgressError
+
+    cluster = cluster_factory(3, *CLUSTER_ARGS)
+    admin = admin_client(cluster.bootstrap)
+    wait_formed(admin)
+    leaving = cluster.add_node()
+    wait_formed(admin, 4)
+    topic = "moving"
+    before = {0: [leaving, 1, 2], 1: [1, leaving, 2], 2: [2, 1, leaving]}
+    after = {0: [3, 1, 2], 1: [1, 3, 2], 2: [2, 1, 3]}
+    futures = admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replica_assignment=[before[p] for p in range(PARTITIONS)])],
+                                  operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
+    futures[topic].result(timeout=TIMEOUT)
+    nodes = (1, 2, leaving)
+    wait_until(lambda: all_in_sync(admin, topic, nodes=nodes), timeout=60, what="the topic on nodes 1, 2 and 4")
+
+    kadmin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=30000, client_id="compat-reassign")
+    try:
+        # Refusals a user can make: an unknown broker, cancelling nothing.
+        bad = kadmin.alter_partition_reassignments({KTopicPartition(topic, 0): [1, 2, 99]})
+        assert bad == {KTopicPartition(topic, 0): InvalidReplicationAssignmentError}, bad
+        none = kadmin.alter_partition_reassignments({KTopicPartition(topic, 1): None})
+        assert none == {KTopicPartition(topic, 1): NoReassignmentInProgressError}, none
+
+        producer = SequenceProducer(cluster.bootstrap, topic).start()
+        try:
+            wait_until(lambda: producer.acked_count() > 3000, timeout=60, what="writes before the move")
+            started = kadmin.alter_partition_reassignments({KTopicPartition(topic, p): after[p] for p in range(PARTITIONS)})
+            assert started == {KTopicPartition(topic, p): None for p in range(PARTITIONS)}, started
+            ongoing = kadmin.list_partition_reassignments()
+            for tp, r in ongoing.items():
+                # While it runs, Kafka's view: target first, node 3 added, node 4 removed.
+                assert r["adding_replicas"] == [3] and r["removing_replicas"] == [leaving], r
+                assert r["replicas"] == after[tp.partition] + [leaving], r
+            wait_until(lambda: kadmin.list_partition_reassignments() == {}, timeout=90, interval=0.5,
+                       what="every reassignment finished")
+            states = wait_until(lambda: (lambda s: s if len(s) == PARTITIONS and all(
+                sorted(isr) == [1, 2, 3] and leader in (1, 2, 3) for leader, _, isr in s.values()) else None)(
+                partition_states(admin, topic)), timeout=60, what="leaders and full ISR on nodes 1-3")
+            assert {p: replicas for p, (_, replicas, _) in states.items()} == {p: sorted(after[p]) for p in after}, states
+            before_more = producer.acked_count()
+            wait_until(lambda: producer.acked_count() > before_more + 500, timeout=60, what="writes after the move")
+        finally:
+            producer.finish()
+        assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
+
+        # Node 4 deleted its replicas; node 3 has every byte the others have.
+        wait_until(lambda: not any((cluster.nodes[leaving].data_dir / "partitions" / f"{topic}-{p}").exists()
+                                   for p in range(PARTITIONS)), timeout=30, what="node 4's replicas deleted")
+        for p in range(PARTITIONS):
+            wait_until(lambda: len({segment_bytes(cluster.nodes[n], topic, p) for n in (1, 2, 3)}) == 1, timeout=30,
+                       what=f"partition {p}: the same bytes on nodes 1, 2 and 3")
+
+        # Node 4 leaves: stopped, then unregistered; voters cannot be.
+        assert cluster.nodes[leaving].stop() == 0
+        port = cluster.nodes[1].port
+        assert unregister_broker(port, leaving) == 0
+        assert unregister_broker(port, leaving) == 102  # BROKER_ID_NOT_REGISTERED
+        assert unregister_broker(port, 1) == 42  # INVALID_REQUEST: a controller voter
+        wait_until(lambda: sorted(admin.list_topics(timeout=TIMEOUT).brokers) == [1, 2, 3], timeout=30,
+                   what="node 4 gone from Metadata")
+    finally:
+        kadmin.close()
+
+    counts = {p: len(v) for p, v in producer.acked.items()}
+    remaining = ",".join(cluster.nodes[n].bootstrap for n in (1, 2, 3))
+    got = read_all_in_group(remaining, topic, "moving-verify", counts)
+    check_exactly_once_in_order(producer.acked, got)
+
+
+def test_preferred_leader_election_gives_leadership_back(cluster_factory):
+    """ElectLeaders (KIP-460) with confluent-kafka's admin client: after a restart moved a
+    node's leaderships away, a preferred election hands them back under an idempotent
+    producer, with nothing lost; elections that are not needed say so; kafka-python's
+    election of every partition finds nothing left to do."""
+    from confluent_kafka import ElectionType
+    from kafka import KafkaAdminClient
+
+    cluster = cluster_factory(3, *CLUSTER_ARGS)
+    admin = admin_client(cluster.bootstrap)
+    topic = "preferred"
+    create_replicated_topic(admin, topic)
+    # partition_states sorts replicas; ask one node itself for the order (first = preferred).
+    preferred = {p: v[2][0] for p, v in metadata_from(cluster.nodes[1].port, topic).items()}
+    wait_until(lambda: all(leader_of(admin, topic, p) == preferred[p] for p in preferred), timeout=30,
+               what="every partition led by its preferred replica at first")
+    moved = preferred[0]
+    # A restart of that node moves its leaderships to the others.
+    assert cluster.nodes[moved].stop() == 0
+    wait_until(lambda: leader_of(admin, topic, 0) not in (-1, moved), timeout=30, what="a new leader of partition 0")
+    cluster.nodes[moved].start()
+    wait_until(lambda: all_in_sync(admin, topic), timeout=60, what="the restarted node back in sync")
+    displaced = [p for p in preferred if leader_of(admin, topic, p) != preferred[p]]
+    assert 0 in displaced
+
+    producer = SequenceProducer(cluster.bootstrap, topic).start()
+    try:
+        wait_until(lambda: producer.acked_count() > 1000, timeout=60, what="writes before the election")
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        # (confluent-kafka 2.16's binding fails on any timeout keyword; the defaults are 60 s.)
+        result = admin.elect_leaders(ElectionType.PREFERRED, partitions).result(timeout=90)
+        for tp, err in result.items():
+            if tp.partition in displaced:
+                assert err is None, (tp, err)
+            else:
+                assert err is not None and err.code() == KafkaError.ELECTION_NOT_NEEDED, (tp, err)
+        wait_until(lambda: all(leader_of(admin, topic, p) == preferred[p] for p in preferred), timeout=30,
+                   what="every partition led by its preferred replica again")
+        before = producer.acked_count()
+        wait_until(lambda: producer.acked_count() > before + 500, timeout=60, what="writes after the election")
+    finally:
+        producer.finish()
+    assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
+
+    # Every partition (a null list): Kafka reports only partitions it elected; none here.
+    assert admin.elect_leaders(ElectionType.PREFERRED, None).result(timeout=90) == {}
+    kadmin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=30000, client_id="compat-elect")
+    try:
+        # kafka-python names every partition of the cluster: none is left to elect.
+        response = kadmin.elect_leaders(0, raise_errors=False)
+        codes = {(r.topic, p.partition_id): p.error_code for r in response.replica_election_results for p in r.partition_result}
+        assert response.error_code == 0 and codes == {(topic, p): 84 for p in range(PARTITIONS)}, response
+    finally:
+        kadmin.close()
+    counts = {p: len(v) for p, v in producer.acked.items()}
+    got = read_all_in_group(cluster.bootstrap, topic, "preferred-verify", counts)
+    check_exactly_once_in_order(producer.acked, got)

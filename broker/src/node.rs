@@ -2,7 +2,7 @@
 //! replicas hosted here in step with the cluster metadata, and owns the settings that
 //! handlers read. It does not listen on sockets (see `server`) or parse requests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
@@ -25,7 +25,7 @@ use crate::log::LogConfig;
 use crate::replication::transport::frame::{GroupId, Kind};
 use crate::replication::transport::peer::{PeerTransport, TransportLimits};
 use crate::replication::transport::raft::{decode, encode, GroupRouter};
-use crate::replication::{GroupMembers, MarkerRequest, PartitionReplica, ReplicaConfig};
+use crate::replication::{GroupMembers, MarkerRequest, PartitionReplica, PartitionRequest, ReplicaConfig};
 use crate::store::MetadataStore;
 
 /// A partition's identity on this node.
@@ -59,6 +59,8 @@ pub struct Node {
     replicas: RwLock<HashMap<PartitionKey, Arc<PartitionReplica>>>,
     /// Serialises reconciliation so two callers never open the same partition twice.
     reconcile_lock: AsyncMutex<()>,
+    /// Partitions whose raft membership this node (as their leader) is changing now.
+    moving: std::sync::Mutex<HashSet<PartitionKey>>,
     /// Broker-level settings that override Kafka's topic defaults (by Kafka's broker names).
     pub broker_overrides: BTreeMap<&'static str, String>,
     /// The unused part of the producer id block this node holds: `[next, end)`.
@@ -252,6 +254,7 @@ impl Node {
             coordinator,
             replicas: RwLock::new(HashMap::new()),
             reconcile_lock: AsyncMutex::new(()),
+            moving: std::sync::Mutex::new(HashSet::new()),
             broker_overrides,
             producer_ids: AsyncMutex::new((0, 0)),
             partition_capacity,
@@ -353,7 +356,7 @@ impl Node {
                 }
                 (Some(l), _) => {
                     let group = GroupId::Partition { topic: topic.id, partition };
-                    match encode(&marker) {
+                    match encode(&PartitionRequest::Marker(marker.clone())) {
                         Ok(body) => match self.members.transport.request(l, Kind::Forward, group, body, MARKER_WAIT).await {
                             Ok(reply) => decode::<Result<i64, String>>("marker answer", &reply).and_then(|r| r).map(|_| ()),
                             Err(e) => Err(e.to_string()),
@@ -369,6 +372,20 @@ impl Node {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+    }
+
+    /// Asks the leader of a partition (here or elsewhere) to hand its leadership to `to`,
+    /// and waits for the hand-over (`PartitionReplica::transfer_leadership`).
+    pub async fn transfer_leadership(&self, topic: &TopicMeta, p: &PartitionMeta, to: u64) -> Result<(), String> {
+        let leader = self.partition_leader(topic, p).map(|(l, _)| l).ok_or("no leader")?;
+        if leader == self.config.node_id as u64 {
+            let r = self.replica(topic.id, p.index).ok_or("no replica here")?;
+            return r.transfer_leadership(to).await.map_err(|e| e.to_string());
+        }
+        let group = GroupId::Partition { topic: topic.id, partition: p.index };
+        let body = encode(&PartitionRequest::TransferLeadership { to })?;
+        let reply = self.members.transport.request(leader, Kind::Forward, group, body, HANDOVER_TIMEOUT).await.map_err(|e| e.to_string())?;
+        decode::<Result<(), String>>("hand-over answer", &reply).and_then(|r| r)
     }
 
     pub fn cluster(&self) -> Arc<ClusterState> {
@@ -416,16 +433,19 @@ impl Node {
     }
 
     /// Opens replicas of partitions assigned here and closes (and deletes) those of topics
-    /// that no longer exist.
+    /// that no longer exist or that were moved to other nodes.
     pub async fn reconcile(&self) -> Result<(), NodeError> {
         let _guard = self.reconcile_lock.lock().await;
         let state = self.controller.state();
         let me = self.config.node_id as u64;
-        // Close replicas whose topic is gone.
+        // Close replicas whose topic is gone, or that a finished reassignment took away.
         let gone: Vec<(PartitionKey, Arc<PartitionReplica>)> = {
             let map = self.replicas.read().unwrap_or_else(|p| p.into_inner());
             map.iter()
-                .filter(|((id, _), _)| state.topic_by_id(id).is_none())
+                .filter(|((id, index), _)| {
+                    let p = state.topic_by_id(id).and_then(|t| t.partitions.iter().find(|p| p.index == *index));
+                    p.is_none_or(|p| !p.hosted_on(me))
+                })
                 .map(|(k, v)| (*k, v.clone()))
                 .collect()
         };
@@ -433,7 +453,7 @@ impl Node {
             self.replicas.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
             replica.shutdown().await;
             let dir = replica.dir().to_path_buf();
-            info!(dir = %dir.display(), "deleting partition of deleted topic");
+            info!(dir = %dir.display(), "deleting a partition replica no longer assigned here");
             if let Err(e) = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
                 warn!(error = %e, "deleting partition directory failed");
             }
@@ -442,7 +462,7 @@ impl Node {
         let mut opening = tokio::task::JoinSet::new();
         for topic in state.topics.values() {
             for p in &topic.partitions {
-                if !p.replicas.contains(&me) || self.replica(topic.id, p.index).is_some() {
+                if !p.hosted_on(me) || self.replica(topic.id, p.index).is_some() {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, &topic.name, p.index);
@@ -452,9 +472,12 @@ impl Node {
                     topic_id: topic.id,
                     partition: p.index,
                     replicas: p.replicas.clone(),
+                    timing: self.members.timing(),
                     transport: self.members.transport.clone(),
                     router: self.members.router.clone(),
-                    may_initialize: p.leader.is_none(),
+                    // Only the first replicas of a new partition start its group; a node
+                    // a reassignment adds waits for the leader to add it.
+                    may_initialize: p.leader.is_none() && p.replicas.contains(&me) && p.target.is_none() && p.learners.is_empty(),
                     log: LogConfig {
                         segment_bytes: settings.segment_bytes,
                         segment_ms: settings.segment_ms,
@@ -502,6 +525,85 @@ impl Node {
         }
     }
 
+    /// What this node, leading a partition, tells the controller about it: its epoch, ISR,
+    /// and the group's voters and learners once a membership change is committed.
+    fn leader_report(&self, topic: Uuid, p: &PartitionMeta, r: &PartitionReplica) -> LeaderReport {
+        let m = r.membership();
+        let (voters, learners) = if m.joint || !m.committed {
+            (Vec::new(), Vec::new())
+        } else {
+            (m.voters.into_iter().collect(), m.learners.into_iter().collect())
+        };
+        LeaderReport {
+            group: ReportedGroup::Partition { topic, partition: p.index },
+            leader: self.config.node_id as u64,
+            epoch: r.leader_epoch(),
+            isr: r.in_sync_replicas(self.config.replica_lag_time_max),
+            voters,
+            learners,
+        }
+    }
+
+    /// Starts moving the raft membership of a partition led here towards the voters the
+    /// metadata wants (a reassignment, or its cancellation), unless that is under way.
+    fn move_replicas(self: Arc<Self>, topic: Uuid, partition: i32) {
+        if !self.moving.lock().unwrap_or_else(|p| p.into_inner()).insert((topic, partition)) {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = self.move_replicas_step(topic, partition).await {
+                info!(%topic, partition, error = %e, "moving partition replicas; will retry");
+            }
+            self.moving.lock().unwrap_or_else(|p| p.into_inner()).remove(&(topic, partition));
+        });
+    }
+
+    /// One pass of a membership change, as KIP-455 does it with raft: new replicas join as
+    /// learners (and are reported, so they keep their replica whatever happens to the
+    /// reassignment), catch up, then become voters in one joint-consensus change that
+    /// drops the replicas left out; learners nobody wants are removed. The report loop
+    /// tells the controller the result, which ends the reassignment.
+    async fn move_replicas_step(&self, topic: Uuid, partition: i32) -> Result<(), String> {
+        let desired_now = |node: &Node| -> Option<BTreeSet<u64>> {
+            let state = node.cluster();
+            let p = state.topic_by_id(&topic)?.partitions.iter().find(|p| p.index == partition)?;
+            Some(p.desired_voters().iter().copied().collect())
+        };
+        let Some(desired) = desired_now(self) else { return Ok(()) };
+        let Some(r) = self.replica(topic, partition).filter(|r| r.is_leader()) else { return Ok(()) };
+        let m = r.membership();
+        if m.joint {
+            // A change a previous leader left half done: finish it towards what is wanted now.
+            return r.change_voters(&desired).await.map_err(|e| e.to_string());
+        }
+        let missing: BTreeSet<u64> = desired.iter().filter(|d| !m.voters.contains(d) && !m.learners.contains(d)).copied().collect();
+        if !missing.is_empty() {
+            info!(%topic, partition, nodes = ?missing, "adding replicas as learners");
+            r.add_learners(&missing).await.map_err(|e| e.to_string())?;
+            let state = self.cluster();
+            let Some(p) = state.topic_by_id(&topic).and_then(|t| t.partitions.iter().find(|p| p.index == partition)) else { return Ok(()) };
+            let report = self.leader_report(topic, p, &r);
+            self.controller.propose(ControllerCommand::ReportLeaders(vec![report])).await.map_err(|e| e.to_string())?;
+        }
+        if m.voters != desired {
+            let joining: BTreeSet<u64> = desired.difference(&m.voters).copied().collect();
+            if !r.wait_caught_up(&joining, CATCH_UP_WAIT).await {
+                return Err(format!("replicas {joining:?} not caught up yet"));
+            }
+            if desired_now(self).as_ref() != Some(&desired) {
+                return Ok(());
+            }
+            info!(%topic, partition, voters = ?desired, "changing the partition's voters");
+            r.change_voters(&desired).await.map_err(|e| e.to_string())?;
+        }
+        let m = r.membership();
+        let unwanted: BTreeSet<u64> = m.learners.difference(&desired).copied().collect();
+        if !unwanted.is_empty() && r.is_leader() {
+            r.remove_learners(&unwanted).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Waits until every partition of `topic` has a known leader, up to `timeout`.
     pub async fn wait_for_leaders(&self, topic: &TopicMeta, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -545,8 +647,13 @@ impl Node {
     }
 }
 
+/// How long a forwarded leadership hand-over may take (it waits out a follower lease).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a transaction marker keeps looking for its partition's leader.
 const MARKER_WAIT: Duration = Duration::from_secs(10);
+/// How long one pass of a reassignment waits for new replicas to catch up (the next pass
+/// waits again; replication goes on meanwhile).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 /// How often leaders compare what the controller knows of them with the truth.
 const LEADER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -563,17 +670,21 @@ async fn report_leaders(node: Weak<Node>) {
         for topic in state.topics.values() {
             for p in &topic.partitions {
                 let Some(r) = node.replica(topic.id, p.index).filter(|r| r.is_leader()) else { continue };
-                let epoch = r.leader_epoch();
-                let isr = r.in_sync_replicas(node.config.replica_lag_time_max);
-                if p.leader != Some(me) || p.leader_epoch != epoch || p.isr != isr {
-                    reports.push(LeaderReport { group: ReportedGroup::Partition { topic: topic.id, partition: p.index }, leader: me, epoch, isr });
+                let report = node.leader_report(topic.id, p, &r);
+                let (voters, learners) = (&report.voters, &report.learners);
+                let members_differ = !voters.is_empty() && (!same_members(voters, &p.replicas) || *learners != p.learners);
+                if p.leader != Some(me) || p.leader_epoch != report.epoch || p.isr != report.isr || members_differ {
+                    reports.push(report);
+                }
+                if membership_differs(&r.membership(), p.desired_voters()) {
+                    node.clone().move_replicas(topic.id, p.index);
                 }
             }
         }
         if node.coordinator.is_active() {
             if let Some((leader, epoch)) = node.coordinator.leader().filter(|(l, _)| *l == me) {
                 if state.coordinator != Some((leader, epoch)) {
-                    reports.push(LeaderReport { group: ReportedGroup::Coordinator, leader, epoch, isr: Vec::new() });
+                    reports.push(LeaderReport { group: ReportedGroup::Coordinator, leader, epoch, isr: Vec::new(), voters: Vec::new(), learners: Vec::new() });
                 }
             }
         }
@@ -583,6 +694,16 @@ async fn report_leaders(node: Weak<Node>) {
             }
         }
     }
+}
+
+/// Whether two replica lists name the same nodes.
+fn same_members(a: &[u64], b: &[u64]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}
+
+/// Whether a partition group's membership is not yet `desired` voters and nothing else.
+fn membership_differs(m: &crate::replication::GroupMembership, desired: &[u64]) -> bool {
+    m.joint || !m.learners.is_empty() || m.voters.len() != desired.len() || !desired.iter().all(|d| m.voters.contains(d))
 }
 
 /// Makes sure `dir` belongs to `topic_id`: a directory left by an older topic of the same

@@ -8,20 +8,21 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
+    AddPartitionsToTxnResponse, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
     CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, ElectLeadersRequest, ElectLeadersResponse, EndTxnRequest, EndTxnResponse,
     FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse, ListTransactionsRequest,
+    ListGroupsResponse, ListOffsetsRequest, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, ListOffsetsResponse, ListTransactionsRequest,
     ListTransactionsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
     ProduceResponse, ProducerId, RequestKind, ResponseKind, SyncGroupRequest, SyncGroupResponse,
-    TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use runnel::protocol::{legacy, versions};
@@ -105,6 +106,10 @@ samples! {
     EndTxn => end_txn_request, end_txn_response;
     ListTransactions => list_transactions_request, list_transactions_response;
     DescribeTransactions => describe_transactions_request, describe_transactions_response;
+    ElectLeaders => elect_leaders_request, elect_leaders_response;
+    AlterPartitionReassignments => alter_partition_reassignments_request, alter_partition_reassignments_response;
+    ListPartitionReassignments => list_partition_reassignments_request, list_partition_reassignments_response;
+    UnregisterBroker => unregister_broker_request, unregister_broker_response;
 }
 
 /// The version whose sample stands for `api` at `version`; panics when Runnel does not
@@ -1741,6 +1746,134 @@ fn describe_transactions_response(v: i16) -> DescribeTransactionsResponse {
             state("txn-b", 9002, vec![topic("orders", vec![4])]),
         ])
         .with_unknown_tagged_fields(unknown_tags::<DescribeTransactionsRequest>(v))
+}
+
+fn elect_leaders_request(v: i16) -> ElectLeadersRequest {
+    use kafka_protocol::messages::elect_leaders_request::*;
+    let mut r = ElectLeadersRequest::default()
+        .with_topic_partitions(Some(vec![
+            TopicPartitions::default().with_topic(topic_name("orders")).with_partitions(vec![0, 1]),
+            TopicPartitions::default().with_topic(topic_name("payments")).with_partitions(vec![2]),
+        ]))
+        .with_timeout_ms(30_000)
+        .with_unknown_tagged_fields(unknown_tags::<ElectLeadersRequest>(v));
+    if v >= 1 {
+        r.election_type = 1;
+    }
+    r
+}
+
+fn elect_leaders_response(v: i16) -> ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::*;
+    let partition = |id, code, message| PartitionResult::default().with_partition_id(id).with_error_code(code).with_error_message(message);
+    let mut r = ElectLeadersResponse::default()
+        .with_throttle_time_ms(17)
+        .with_replica_election_results(vec![
+            ReplicaElectionResult::default()
+                .with_topic(topic_name("orders"))
+                .with_partition_result(vec![partition(0, 0, None), partition(1, 84, Some(text("not needed")))]),
+            ReplicaElectionResult::default().with_topic(topic_name("payments")).with_partition_result(vec![partition(2, 80, Some(text("not in sync")))]),
+        ])
+        .with_unknown_tagged_fields(unknown_tags::<ElectLeadersRequest>(v));
+    if v >= 1 {
+        r.error_code = 41;
+    }
+    r
+}
+
+fn alter_partition_reassignments_request(v: i16) -> AlterPartitionReassignmentsRequest {
+    use kafka_protocol::messages::alter_partition_reassignments_request::*;
+    let partition = |index, replicas: Option<Vec<i32>>| {
+        ReassignablePartition::default()
+            .with_partition_index(index)
+            .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()))
+    };
+    let mut r = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![
+            ReassignableTopic::default()
+                .with_name(topic_name("orders"))
+                .with_partitions(vec![partition(0, Some(vec![4, 2, 1])), partition(1, None)]),
+            ReassignableTopic::default().with_name(topic_name("payments")).with_partitions(vec![partition(2, Some(vec![3]))]),
+        ])
+        .with_unknown_tagged_fields(unknown_tags::<AlterPartitionReassignmentsRequest>(v));
+    if v >= 1 {
+        r.allow_replication_factor_change = false;
+    }
+    r
+}
+
+fn alter_partition_reassignments_response(v: i16) -> AlterPartitionReassignmentsResponse {
+    use kafka_protocol::messages::alter_partition_reassignments_response::*;
+    let partition = |index, code, message| {
+        ReassignablePartitionResponse::default()
+            .with_partition_index(index)
+            .with_error_code(code)
+            .with_error_message(message)
+    };
+    let mut r = AlterPartitionReassignmentsResponse::default()
+        .with_throttle_time_ms(17)
+        .with_error_code(41)
+        .with_error_message(Some(text("not controller")))
+        .with_responses(vec![
+            ReassignableTopicResponse::default()
+                .with_name(topic_name("orders"))
+                .with_partitions(vec![partition(0, 0, None), partition(1, 85, Some(text("no reassignment")))]),
+            ReassignableTopicResponse::default().with_name(topic_name("payments")).with_partitions(vec![partition(2, 39, Some(text("bad")))]),
+        ])
+        .with_unknown_tagged_fields(unknown_tags::<AlterPartitionReassignmentsRequest>(v));
+    if v >= 1 {
+        r.allow_replication_factor_change = false;
+    }
+    r
+}
+
+fn list_partition_reassignments_request(v: i16) -> ListPartitionReassignmentsRequest {
+    use kafka_protocol::messages::list_partition_reassignments_request::*;
+    ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(Some(vec![
+            ListPartitionReassignmentsTopics::default().with_name(topic_name("orders")).with_partition_indexes(vec![0, 1]),
+            ListPartitionReassignmentsTopics::default().with_name(topic_name("payments")).with_partition_indexes(vec![2]),
+        ]))
+        .with_unknown_tagged_fields(unknown_tags::<ListPartitionReassignmentsRequest>(v))
+}
+
+fn list_partition_reassignments_response(v: i16) -> ListPartitionReassignmentsResponse {
+    use kafka_protocol::messages::list_partition_reassignments_response::*;
+    let ids = |r: &[i32]| r.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let partition = |index, replicas: &[i32], adding: &[i32], removing: &[i32]| {
+        OngoingPartitionReassignment::default()
+            .with_partition_index(index)
+            .with_replicas(ids(replicas))
+            .with_adding_replicas(ids(adding))
+            .with_removing_replicas(ids(removing))
+    };
+    ListPartitionReassignmentsResponse::default()
+        .with_throttle_time_ms(17)
+        .with_error_code(41)
+        .with_error_message(Some(text("not controller")))
+        .with_topics(vec![
+            OngoingTopicReassignment::default()
+                .with_name(topic_name("orders"))
+                .with_partitions(vec![partition(0, &[4, 2, 1, 3], &[4], &[3]), partition(1, &[5, 6], &[6], &[])]),
+            OngoingTopicReassignment::default().with_name(topic_name("payments")).with_partitions(vec![partition(2, &[3, 1], &[3], &[1])]),
+        ])
+        .with_unknown_tagged_fields(unknown_tags::<ListPartitionReassignmentsRequest>(v))
+}
+
+fn unregister_broker_request(v: i16) -> UnregisterBrokerRequest {
+    UnregisterBrokerRequest::default()
+        .with_broker_id(BrokerId(4))
+        .with_unknown_tagged_fields(unknown_tags::<UnregisterBrokerRequest>(v))
+}
+
+fn unregister_broker_response(v: i16) -> UnregisterBrokerResponse {
+    UnregisterBrokerResponse::default()
+        .with_throttle_time_ms(17)
+        .with_error_code(102)
+        .with_error_message(Some(text("broker 4 is not registered")))
+        .with_unknown_tagged_fields(unknown_tags::<UnregisterBrokerRequest>(v))
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ pub enum ClusterError {
     /// This node cannot commit metadata changes (no controller leader here).
     #[error("not the controller (leader: {leader:?})")]
     NotController { leader: Option<u64> },
+    /// Cancelling a reassignment of a partition that has none (AlterPartitionReassignments).
+    #[error("no reassignment of {0} is in progress")]
+    NoReassignmentInProgress(String),
+    #[error("broker {0} is not registered")]
+    BrokerNotRegistered(u64),
     /// The controller's storage or raft group failed.
     #[error("controller unavailable: {0}")]
     Unavailable(String),
@@ -62,11 +67,23 @@ pub struct BrokerMeta {
 }
 
 /// One partition's assignment.
+///
+/// `replicas` are the voters of the partition's raft group as its leader last reported
+/// them (set at creation, then changed only by the leader's reports), so a node never
+/// drops a replica the group still counts on. A reassignment (KIP-455) sets `target`; the
+/// leader adds the new nodes as learners, moves the voters over, and its report of the
+/// new voters ends the reassignment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMeta {
     pub index: i32,
     /// Replica node ids; the first is the preferred leader.
     pub replicas: Vec<u64>,
+    /// The replica set an ongoing reassignment moves to, preferred leader first.
+    #[serde(default)]
+    pub target: Option<Vec<u64>>,
+    /// Nodes in the raft group that are not voters (replicas being added), as reported.
+    #[serde(default)]
+    pub learners: Vec<u64>,
     /// The leader as it last reported itself, and its epoch (raft term); the leader's own
     /// node knows better, every other node answers Metadata from this.
     #[serde(default)]
@@ -81,7 +98,64 @@ pub struct PartitionMeta {
 impl PartitionMeta {
     /// A partition on `replicas` with no leader reported yet.
     pub fn new(index: i32, replicas: Vec<u64>) -> PartitionMeta {
-        PartitionMeta { index, replicas, leader: None, leader_epoch: 0, isr: Vec::new() }
+        PartitionMeta { index, replicas, target: None, learners: Vec::new(), leader: None, leader_epoch: 0, isr: Vec::new() }
+    }
+
+    /// Whether `node` keeps a replica of this partition: a voter, a learner, or part of the
+    /// target of a reassignment.
+    pub fn hosted_on(&self, node: u64) -> bool {
+        self.replicas.contains(&node) || self.learners.contains(&node) || self.target.as_ref().is_some_and(|t| t.contains(&node))
+    }
+
+    /// The replicas as Kafka shows them during a reassignment: the target first, then the
+    /// replicas being removed; just `replicas` otherwise.
+    pub fn all_replicas(&self) -> Vec<u64> {
+        match &self.target {
+            None => self.replicas.clone(),
+            Some(t) => t.iter().chain(self.replicas.iter().filter(|r| !t.contains(r))).copied().collect(),
+        }
+    }
+
+    /// Replicas an ongoing reassignment adds (empty when none is ongoing).
+    pub fn adding(&self) -> Vec<u64> {
+        self.target.iter().flatten().filter(|r| !self.replicas.contains(r)).copied().collect()
+    }
+
+    /// Replicas an ongoing reassignment removes (empty when none is ongoing).
+    pub fn removing(&self) -> Vec<u64> {
+        match &self.target {
+            None => Vec::new(),
+            Some(t) => self.replicas.iter().filter(|r| !t.contains(r)).copied().collect(),
+        }
+    }
+
+    /// The voters the partition's raft group should have: the target while one is set.
+    pub fn desired_voters(&self) -> &[u64] {
+        self.target.as_deref().unwrap_or(&self.replicas)
+    }
+
+    /// Takes the voters a leader reported: `replicas` follows them (keeping the target's
+    /// order, else the current order, for the preferred leader), and a reassignment whose
+    /// target they equal is complete.
+    fn record_voters(&mut self, voters: &[u64], learners: Vec<u64>) {
+        let same = |a: &[u64], b: &[u64]| a.len() == b.len() && a.iter().all(|x| b.contains(x));
+        if let Some(t) = self.target.take() {
+            if same(&t, voters) {
+                self.replicas = t;
+            } else {
+                self.target = Some(t);
+            }
+        }
+        if !same(&self.replicas, voters) {
+            let order = |r: &u64| {
+                let in_target = self.target.as_ref().and_then(|t| t.iter().position(|x| x == r));
+                (self.replicas.iter().position(|x| x == r).unwrap_or(usize::MAX), in_target.unwrap_or(usize::MAX), *r)
+            };
+            let mut v = voters.to_vec();
+            v.sort_by_key(order);
+            self.replicas = v;
+        }
+        self.learners = learners;
     }
 }
 
@@ -93,6 +167,12 @@ pub struct LeaderReport {
     /// The raft term of the leader; reports with an older epoch than the stored one are ignored.
     pub epoch: i32,
     pub isr: Vec<u64>,
+    /// A partition group's voters and learners (empty for the coordinator, and while the
+    /// group is between two voter sets).
+    #[serde(default)]
+    pub voters: Vec<u64>,
+    #[serde(default)]
+    pub learners: Vec<u64>,
 }
 
 /// Which group a `LeaderReport` is about.
@@ -157,6 +237,13 @@ pub enum ControllerCommand {
     ReportLeaders(Vec<LeaderReport>),
     /// The controller's leader fences a node it no longer hears from, or unfences it.
     FenceBroker { node_id: u64, fenced: bool },
+    /// Starts (`Some`) or cancels (`None`) moving a partition to another replica set
+    /// (AlterPartitionReassignments). With `allow_rf_change` false the target must keep the
+    /// replication factor (KIP-860).
+    ReassignPartition { topic: Uuid, partition: i32, target: Option<Vec<u64>>, allow_rf_change: bool },
+    /// Removes a broker's registration (UnregisterBroker): it leaves Metadata and gets no
+    /// new replicas; replicas it still has stay assigned until moved.
+    UnregisterBroker { node_id: u64 },
 }
 
 impl ControllerCommand {
@@ -182,6 +269,11 @@ pub enum Applied {
     ClusterInitialized,
     LeadersRecorded,
     BrokerFenced,
+    /// A reassignment was started, or (a target with the same replicas) the replica order
+    /// changed at once.
+    ReassignmentStarted,
+    ReassignmentCancelled,
+    BrokerUnregistered,
     /// Raft's own entries (blank, membership), which change no metadata.
     Nothing,
 }
@@ -271,7 +363,58 @@ impl ClusterState {
                 }
                 Ok(Applied::LeadersRecorded)
             }
+            ControllerCommand::ReassignPartition { topic, partition, target, allow_rf_change } => {
+                self.reassign(topic, partition, target, allow_rf_change)
+            }
+            ControllerCommand::UnregisterBroker { node_id } => {
+                self.brokers.remove(&node_id).ok_or(ClusterError::BrokerNotRegistered(node_id))?;
+                Ok(Applied::BrokerUnregistered)
+            }
         }
+    }
+
+    fn reassign(&mut self, topic: Uuid, partition: i32, target: Option<Vec<u64>>, allow_rf_change: bool) -> Result<Applied, ClusterError> {
+        let unknown = || ClusterError::UnknownTopic(format!("{topic}-{partition}"));
+        let name = self.topic_names.get(&topic).ok_or_else(unknown)?.clone();
+        let Some(target) = target else {
+            let p = self.partition_mut(&name, partition).ok_or_else(unknown)?;
+            p.target.take().ok_or_else(|| ClusterError::NoReassignmentInProgress(format!("{name}-{partition}")))?;
+            return Ok(Applied::ReassignmentCancelled);
+        };
+        if target.is_empty() {
+            return Err(ClusterError::InvalidReplicaAssignment("the replica list is empty".into()));
+        }
+        let mut distinct = target.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != target.len() {
+            return Err(ClusterError::InvalidReplicaAssignment("the replica list names a broker twice".into()));
+        }
+        if let Some(b) = target.iter().find(|b| !self.brokers.contains_key(b)) {
+            return Err(ClusterError::InvalidReplicaAssignment(format!("broker {b} is not registered")));
+        }
+        let p = self.partition_mut(&name, partition).ok_or_else(unknown)?;
+        if !allow_rf_change && target.len() != p.replicas.len() {
+            return Err(ClusterError::InvalidReplicationFactor(format!(
+                "the reassignment changes the replication factor from {} to {}",
+                p.replicas.len(),
+                target.len()
+            )));
+        }
+        let mut current = p.replicas.clone();
+        current.sort_unstable();
+        if current == distinct {
+            // The same replicas in another order: only the preferred leader changes.
+            p.replicas = target;
+            p.target = None;
+        } else {
+            p.target = Some(target);
+        }
+        Ok(Applied::ReassignmentStarted)
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionMeta> {
+        self.topics.get_mut(topic)?.partitions.iter_mut().find(|p| p.index == partition)
     }
 
     /// Stores a leader report unless a report of a later epoch is already stored.
@@ -290,6 +433,9 @@ impl ClusterState {
                     p.leader = Some(r.leader);
                     p.leader_epoch = r.epoch;
                     p.isr = r.isr;
+                    if !r.voters.is_empty() {
+                        p.record_voters(&r.voters, r.learners);
+                    }
                 }
             }
         }
@@ -492,6 +638,78 @@ mod tests {
         assert!(matches!(s.apply(cmd(vec![vec![1], vec![1, 2]])), Err(ClusterError::InvalidReplicaAssignment(_))));
         s.apply(cmd(vec![vec![2, 1], vec![1, 2]])).expect("valid");
         assert_eq!(s.topics["t"].partitions[0].replicas, vec![2, 1]);
+    }
+
+    fn report(s: &ClusterState, topic: &str, leader: u64, epoch: i32, voters: &[u64], learners: &[u64]) -> ControllerCommand {
+        let id = s.topics[topic].id;
+        ControllerCommand::ReportLeaders(vec![LeaderReport {
+            group: ReportedGroup::Partition { topic: id, partition: 0 },
+            leader,
+            epoch,
+            isr: voters.to_vec(),
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+        }])
+    }
+
+    fn reassign(s: &ClusterState, topic: &str, target: Option<Vec<u64>>) -> ControllerCommand {
+        ControllerCommand::ReassignPartition { topic: s.topics[topic].id, partition: 0, target, allow_rf_change: true }
+    }
+
+    #[test]
+    fn a_reassignment_ends_when_the_leader_reports_the_target_voters() {
+        let mut s = with_brokers(4);
+        let assignments = Some(vec![vec![1, 2, 3]]);
+        s.apply(ControllerCommand::CreateTopic { name: "t".into(), id: Uuid::new_v4(), partitions: -1, replication_factor: -1, assignments, configs: BTreeMap::new() })
+            .expect("create");
+        s.apply(reassign(&s, "t", Some(vec![4, 2, 1]))).expect("start");
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!((p.all_replicas(), p.adding(), p.removing()), (vec![4, 2, 1, 3], vec![4], vec![3]));
+        assert!(p.hosted_on(3) && p.hosted_on(4));
+        // The leader adds 4 as a learner: the voters are unchanged, and 4 is a learner.
+        s.apply(report(&s, "t", 1, 5, &[1, 2, 3], &[4])).expect("report");
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!((p.replicas.clone(), p.learners.clone(), p.target.clone()), (vec![1, 2, 3], vec![4], Some(vec![4, 2, 1])));
+        // The voters moved: the reassignment is done, in the target's order, and 3 is no
+        // longer hosted.
+        s.apply(report(&s, "t", 1, 5, &[1, 2, 4], &[])).expect("report");
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!((p.replicas.clone(), p.target.clone()), (vec![4, 2, 1], None));
+        assert!(!p.hosted_on(3));
+        // A stale report from an older term changes nothing.
+        s.apply(report(&s, "t", 3, 4, &[1, 2, 3], &[])).expect("report");
+        assert_eq!(s.topics["t"].partitions[0].replicas, vec![4, 2, 1]);
+    }
+
+    #[test]
+    fn reassignments_are_checked_and_can_be_cancelled() {
+        let mut s = with_brokers(3);
+        s.apply(create("t", 1, 2)).expect("create");
+        let before = s.topics["t"].partitions[0].replicas.clone();
+        let bad = |s: &mut ClusterState, target: Vec<u64>| s.apply(reassign(s, "t", Some(target)));
+        assert!(matches!(bad(&mut s, vec![]), Err(ClusterError::InvalidReplicaAssignment(_))));
+        assert!(matches!(bad(&mut s, vec![1, 1]), Err(ClusterError::InvalidReplicaAssignment(_))));
+        assert!(matches!(bad(&mut s, vec![1, 9]), Err(ClusterError::InvalidReplicaAssignment(_))));
+        let keep_rf = ControllerCommand::ReassignPartition { topic: s.topics["t"].id, partition: 0, target: Some(vec![1, 2, 3]), allow_rf_change: false };
+        assert!(matches!(s.apply(keep_rf), Err(ClusterError::InvalidReplicationFactor(_))));
+        let unknown = ControllerCommand::ReassignPartition { topic: s.topics["t"].id, partition: 7, target: Some(vec![1]), allow_rf_change: true };
+        assert!(matches!(s.apply(unknown), Err(ClusterError::UnknownTopic(_))));
+        assert!(matches!(s.apply(reassign(&s, "t", None)), Err(ClusterError::NoReassignmentInProgress(_))));
+        // The same replicas in another order change only the order, at once.
+        let reversed: Vec<u64> = before.iter().rev().copied().collect();
+        s.apply(reassign(&s, "t", Some(reversed.clone()))).expect("reorder");
+        assert_eq!((s.topics["t"].partitions[0].replicas.clone(), s.topics["t"].partitions[0].target.clone()), (reversed, None));
+        s.apply(reassign(&s, "t", Some(vec![1, 2, 3]))).expect("start");
+        s.apply(reassign(&s, "t", None)).expect("cancel");
+        assert_eq!(s.topics["t"].partitions[0].target, None);
+    }
+
+    #[test]
+    fn unregistering_removes_the_broker_once() {
+        let mut s = with_brokers(2);
+        s.apply(ControllerCommand::UnregisterBroker { node_id: 2 }).expect("unregister");
+        assert_eq!(s.brokers.keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(s.apply(ControllerCommand::UnregisterBroker { node_id: 2 }), Err(ClusterError::BrokerNotRegistered(2)));
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub(super) fn topic_metadata(node: &Node, topic: &TopicMeta, include_ops: bool) 
             let ids = |v: &[u64]| v.iter().map(|id| BrokerId(*id as i32)).collect::<Vec<_>>();
             let mut out = MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_replica_nodes(ids(&p.replicas))
+                .with_replica_nodes(ids(&p.all_replicas()))
                 .with_isr_nodes(ids(&node.in_sync_replicas(topic, p)))
                 .with_offline_replicas(vec![]);
             match node.partition_leader(topic, p) {

@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_versions;
+mod cluster_admin;
 mod fetch;
 mod groups;
 mod metadata;
@@ -145,6 +146,18 @@ impl Dispatcher {
             RequestKind::DescribeTransactions(r) => respond(api_key, version, correlation_id, async move {
                 ResponseKind::DescribeTransactions(txn::handle_describe_transactions(&node, r, version).await)
             }),
+            RequestKind::AlterPartitionReassignments(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::AlterPartitionReassignments(cluster_admin::handle_alter_partition_reassignments(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::ListPartitionReassignments(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::ListPartitionReassignments(cluster_admin::handle_list_partition_reassignments(&node, r, version))
+            }),
+            RequestKind::ElectLeaders(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::ElectLeaders(cluster_admin::handle_elect_leaders(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::UnregisterBroker(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::UnregisterBroker(cluster_admin::handle_unregister_broker(&node, r, version).await)
+            }.instrument(span)),
             other => {
                 // `codec` only lets advertised APIs through, so this is a missing match arm.
                 tracing::error!(api = ?api_key, "advertised api has no handler: {other:?}");

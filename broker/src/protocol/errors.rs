@@ -103,6 +103,8 @@ fn cluster_error(e: &ClusterError) -> ResponseError {
         ClusterError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
         ClusterError::InvalidConfig(_) => ResponseError::InvalidConfig,
         ClusterError::NotController { .. } => ResponseError::NotController,
+        ClusterError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
+        ClusterError::BrokerNotRegistered(_) => ResponseError::BrokerIdNotRegistered,
         ClusterError::Unavailable(_) => ResponseError::KafkaStorageError,
     }
 }

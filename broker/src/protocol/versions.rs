@@ -42,6 +42,10 @@ pub const SUPPORTED: &[(ApiKey, Range)] = &[
     (ApiKey::EndTxn, Range { min: 0, max: 3 }),
     (ApiKey::ListTransactions, Range { min: 0, max: 1 }),
     (ApiKey::DescribeTransactions, Range { min: 0, max: 0 }),
+    (ApiKey::ElectLeaders, Range { min: 0, max: 2 }),
+    (ApiKey::AlterPartitionReassignments, Range { min: 0, max: 1 }),
+    (ApiKey::ListPartitionReassignments, Range { min: 0, max: 0 }),
+    (ApiKey::UnregisterBroker, Range { min: 0, max: 0 }),
 ];
 
 /// The advertised range of `api`, or `None` when Runnel does not implement it.

@@ -80,26 +80,37 @@ where
 }
 
 /// While this node leads `raft`, every registered broker that is not a member is added as a
-/// learner, so that it receives the group's log (KRaft's observers).
+/// learner, so that it receives the group's log (KRaft's observers), and learners whose
+/// registration was removed (UnregisterBroker) leave the group.
 pub(crate) async fn add_learners<C>(raft: Raft<C>, mut state: watch::Receiver<Arc<ClusterState>>)
 where
     C: RaftTypeConfig<NodeId = u64, Node = BasicNode, Responder = openraft::impls::OneshotResponder<C>>,
 {
     let mut metrics = raft.metrics();
     loop {
-        let missing: Vec<u64> = {
+        let (missing, unregistered): (Vec<u64>, BTreeSet<u64>) = {
             let m = metrics.borrow();
             if m.state != ServerState::Leader {
-                Vec::new()
+                Default::default()
             } else {
-                let members: BTreeSet<u64> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
-                state.borrow().brokers.keys().copied().filter(|id| !members.contains(id)).collect()
+                let membership = m.membership_config.membership();
+                let members: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
+                let brokers = &state.borrow().brokers;
+                let missing = brokers.keys().copied().filter(|id| !members.contains(id)).collect();
+                let unregistered = membership.learner_ids().filter(|id| !brokers.contains_key(id)).collect();
+                (missing, unregistered)
             }
         };
         for id in missing {
             match raft.add_learner(id, BasicNode::default(), false).await {
                 Ok(_) => info!(node = id, "added as a learner"),
                 Err(e) => warn!(node = id, error = %e, "cannot add learner"),
+            }
+        }
+        if !unregistered.is_empty() {
+            match raft.change_membership(openraft::ChangeMembers::RemoveNodes(unregistered.clone()), false).await {
+                Ok(_) => info!(nodes = ?unregistered, "unregistered nodes removed as learners"),
+                Err(e) => warn!(nodes = ?unregistered, error = %e, "cannot remove learners"),
             }
         }
         tokio::select! {

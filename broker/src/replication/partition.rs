@@ -37,6 +37,9 @@ pub struct ReplicaConfig {
     /// The assigned replicas, preferred leader first: the group's voters when it is
     /// created for the first time.
     pub replicas: Vec<u64>,
+    /// Heartbeats and election timeouts: `GroupTiming::CLUSTER` whenever other nodes may
+    /// join the group (a reassignment can add replicas to any partition of a cluster).
+    pub timing: GroupTiming,
     /// The transport to the other replicas, and where inbound RPCs find this group.
     pub transport: Arc<PeerTransport>,
     pub router: Arc<GroupRouter>,
@@ -64,6 +67,10 @@ pub struct PartitionReplica {
     /// Held from checking a producer batch's sequence until it is handed to raft, so
     /// that checks and proposals of producer batches happen in the same order.
     producer_gate: tokio::sync::Mutex<()>,
+    /// Set while this leader hands its leadership over: it takes no new writes.
+    handing_over: std::sync::atomic::AtomicBool,
+    transport: Arc<PeerTransport>,
+    timing: GroupTiming,
 }
 
 /// A proposed batch that has been handed to raft, in proposal order.
@@ -74,6 +81,17 @@ pub struct ProposeHandle {
     /// Whether this node is a serving leader: the wait gives up when it turns false.
     serving: watch::Receiver<bool>,
     metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+}
+
+/// A partition group's voters and learners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMembership {
+    pub voters: BTreeSet<u64>,
+    pub learners: BTreeSet<u64>,
+    /// Between two voter sets (raft's joint consensus): `voters` is their union.
+    pub joint: bool,
+    /// Whether the membership is applied (so committed) here, not only appended.
+    pub committed: bool,
 }
 
 /// What became of a proposed batch.
@@ -97,8 +115,21 @@ pub struct MarkerRequest {
     pub coordinator_epoch: i32,
 }
 
-/// The partition's end of the transport: raft RPCs, and markers from the transaction
-/// coordinator on another node.
+/// What other nodes ask of a partition replica here, besides raft's own RPCs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum PartitionRequest {
+    /// Write a transaction marker (to the leader). Answer: `Result<i64, String>`, the offset.
+    Marker(MarkerRequest),
+    /// Hand leadership to replica `to` (to the leader; preferred-leader election).
+    /// Answer: `Result<(), String>`.
+    TransferLeadership { to: u64 },
+    /// Stand for election now (from a leader handing over to this replica).
+    /// Answer: `Result<(), String>`.
+    Campaign,
+}
+
+/// The partition's end of the transport: raft RPCs, markers from the transaction
+/// coordinator on another node, and leadership hand-overs.
 struct PartitionInbound(std::sync::Weak<PartitionReplica>);
 
 impl InboundGroup for PartitionInbound {
@@ -110,13 +141,28 @@ impl InboundGroup for PartitionInbound {
             return InboundGroup::handle(&replica.raft, kind, body);
         }
         Box::pin(async move {
-            let m: MarkerRequest = decode("marker request", &body)?;
-            let kind = if m.commit { ControlType::Commit } else { ControlType::Abort };
-            let result = replica.write_marker(m.producer_id, m.epoch, kind, m.coordinator_epoch).await.map_err(|e| e.to_string());
-            encode(&result)
+            match decode::<PartitionRequest>("partition request", &body)? {
+                PartitionRequest::Marker(m) => {
+                    let kind = if m.commit { ControlType::Commit } else { ControlType::Abort };
+                    let result = replica.write_marker(m.producer_id, m.epoch, kind, m.coordinator_epoch).await.map_err(|e| e.to_string());
+                    encode(&result)
+                }
+                PartitionRequest::TransferLeadership { to } => encode(&replica.transfer_leadership(to).await.map_err(|e| e.to_string())),
+                PartitionRequest::Campaign => {
+                    let result = replica.raft.trigger().elect().await.map_err(|e| e.to_string());
+                    encode(&result)
+                }
+            }
         })
     }
 }
+
+/// How long a leadership hand-over waits for the new leader to catch up, and then for it to
+/// be elected.
+const HANDOVER_CATCH_UP: Duration = Duration::from_secs(5);
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
+/// Margin over the followers' lease before the new leader campaigns.
+const HANDOVER_MARGIN_MS: u64 = 200;
 
 /// How long a retried batch waits for its in-flight original to be applied.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
@@ -216,7 +262,7 @@ impl PartitionReplica {
         });
         let store = PartitionLogStore::new(shared.clone());
         let sm = PartitionStateMachine::open(shared.clone());
-        let timing = if config.replicas.len() > 1 { GroupTiming::CLUSTER } else { GroupTiming::SINGLE_NODE };
+        let timing = config.timing;
         if config.replicas.len() > 1 {
             // openraft checks election timeouts on a tick (1.5 heartbeats), and the replicas
             // of a new partition all create their group within a millisecond of each other
@@ -243,6 +289,9 @@ impl PartitionReplica {
             dir: dir.to_path_buf(),
             settings: Mutex::new(settings),
             producer_gate: tokio::sync::Mutex::new(()),
+            handing_over: std::sync::atomic::AtomicBool::new(false),
+            transport: config.transport.clone(),
+            timing,
         });
         config.router.register(group, Arc::new(PartitionInbound(Arc::downgrade(&replica))));
         let initialized = raft.is_initialized().await.map_err(|e| ReplicationError::Stopped(e.to_string()))?;
@@ -351,11 +400,69 @@ impl PartitionReplica {
         m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
     }
 
+    /// The group's membership as this node last applied it.
+    pub fn membership(&self) -> GroupMembership {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let stored = &m.membership_config;
+        let membership = stored.membership();
+        GroupMembership {
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            joint: membership.get_joint_config().len() > 1,
+            committed: stored.log_id().is_none_or(|id| m.last_applied.is_some_and(|a| a.index >= id.index)),
+        }
+    }
+
+    /// Leader only: adds `nodes` to the group as learners, without waiting for them.
+    pub async fn add_learners(&self, nodes: &BTreeSet<u64>) -> Result<(), ReplicationError> {
+        for id in nodes {
+            self.raft.add_learner(*id, BasicNode::default(), false).await.map_err(map_write_error)?;
+        }
+        Ok(())
+    }
+
+    /// Leader only: waits up to `timeout` for each of `nodes` to have replicated the log as
+    /// far as it reaches now. False on timeout or when this node stops leading.
+    pub async fn wait_caught_up(&self, nodes: &BTreeSet<u64>, timeout: Duration) -> bool {
+        let mut metrics = self.raft.metrics();
+        let goal = metrics.borrow().last_log_index;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if m.state != ServerState::Leader {
+                    return false;
+                }
+                let replicated = |id: &u64| m.replication.as_ref().and_then(|r| r.get(id)).is_some_and(|l| l.map(|l| l.index) >= goal);
+                if nodes.iter().all(replicated) {
+                    return true;
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// Leader only: makes `voters` the group's voters (raft's joint consensus, two log
+    /// entries); voters left out leave the group. Every new voter must already be a
+    /// learner. Returns once the change is committed.
+    pub async fn change_voters(&self, voters: &BTreeSet<u64>) -> Result<(), ReplicationError> {
+        self.raft.change_membership(voters.clone(), false).await.map_err(map_write_error)?;
+        Ok(())
+    }
+
+    /// Leader only: removes learners (never voters) from the group.
+    pub async fn remove_learners(&self, nodes: &BTreeSet<u64>) -> Result<(), ReplicationError> {
+        self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(nodes.clone()), false).await.map_err(map_write_error)?;
+        Ok(())
+    }
+
     /// Hands a batch to raft. Calls made in some order are appended in that order.
     pub async fn propose(&self, batch: Bytes) -> Result<ProposeHandle, ReplicationError> {
-        if !self.is_leader() {
-            return Err(ReplicationError::NotLeader { leader: self.leader() });
-        }
+        self.check_writable()?;
         let rx = self
             .raft
             .client_write_ff(PartitionCommand::Batch(batch))
@@ -430,8 +537,67 @@ impl PartitionReplica {
         self.shared.producers().table.has_open_transaction(producer_id)
     }
 
+    /// A serving leader that is not handing its leadership over takes writes.
+    fn check_writable(&self) -> Result<(), ReplicationError> {
+        if !self.is_leader() || self.handing_over.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ReplicationError::NotLeader { leader: self.leader().filter(|l| *l != self.node_id()) });
+        }
+        Ok(())
+    }
+
+    fn node_id(&self) -> u64 {
+        self.raft.metrics().borrow().id
+    }
+
+    /// Leader only: hands leadership to the voter `to` (preferred-leader election), which
+    /// must be caught up. openraft 0.9 has no leader transfer, so: stop taking writes and
+    /// heartbeats, wait out the lease in which followers refuse to vote (the longest
+    /// election timeout), then ask `to` to campaign; the followers' own election timers
+    /// run a further election timeout, so `to` is first. Writes pause for about
+    /// `election_max_ms`. Returns once `to` leads, or fails (and this node goes on leading,
+    /// or the group elects as after a failure).
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(), ReplicationError> {
+        use std::sync::atomic::Ordering;
+        self.check_writable()?;
+        let me = self.node_id();
+        if to == me {
+            return Ok(());
+        }
+        if !self.membership().voters.contains(&to) {
+            return Err(ReplicationError::Raft(format!("node {to} is not a voter of this partition")));
+        }
+        if !self.wait_caught_up(&BTreeSet::from([to]), HANDOVER_CATCH_UP).await {
+            return Err(ReplicationError::Raft(format!("node {to} is not caught up")));
+        }
+        if self.handing_over.swap(true, Ordering::AcqRel) {
+            return Err(ReplicationError::Raft("a hand-over is already under way".into()));
+        }
+        self.raft.runtime_config().heartbeat(false);
+        let result = async {
+            tokio::time::sleep(Duration::from_millis(self.timing.election_max_ms + HANDOVER_MARGIN_MS)).await;
+            let body = encode(&PartitionRequest::Campaign).map_err(ReplicationError::Raft)?;
+            let reply = self
+                .transport
+                .request(to, Kind::Forward, self.group, body, HANDOVER_WAIT)
+                .await
+                .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+            decode::<Result<(), String>>("campaign answer", &reply).and_then(|r| r).map_err(ReplicationError::Raft)?;
+            let mut m = self.raft.metrics();
+            let led = tokio::time::timeout(HANDOVER_WAIT, m.wait_for(|m| m.current_leader == Some(to))).await;
+            match led {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err(ReplicationError::Raft(format!("node {to} did not take over in time"))),
+            }
+        }
+        .await;
+        self.raft.runtime_config().heartbeat(true);
+        self.handing_over.store(false, Ordering::Release);
+        result
+    }
+
     /// Proposes and waits for the commit.
     pub async fn append(&self, batch: Bytes) -> Result<PartitionReply, ReplicationError> {
+        self.check_writable()?;
         let resp = self.raft.client_write(PartitionCommand::Batch(batch)).await.map_err(map_write_error)?;
         Ok(resp.data)
     }

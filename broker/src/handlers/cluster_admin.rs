@@ -1,0 +1,225 @@
+//! Cluster administration: moving partitions between nodes (AlterPartitionReassignments and
+//! ListPartitionReassignments, KIP-455), removing a node (UnregisterBroker) and
+//! preferred-leader election (ElectLeaders, KIP-460). The controller records what is
+//! wanted; partition leaders carry it out (see `node`).
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
+use kafka_protocol::messages::alter_partition_reassignments_response::{ReassignablePartitionResponse, ReassignableTopicResponse};
+use kafka_protocol::messages::list_partition_reassignments_response::{OngoingPartitionReassignment, OngoingTopicReassignment};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId, ElectLeadersRequest, ElectLeadersResponse,
+    ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, TopicName, UnregisterBrokerRequest, UnregisterBrokerResponse,
+};
+
+use super::metadata::str;
+use crate::cluster::{ClusterError, ControllerCommand, PartitionMeta, TopicMeta};
+use crate::node::Node;
+use crate::protocol::errors::{kafka_error, BrokerError};
+
+fn broker_ids(ids: &[u64]) -> Vec<BrokerId> {
+    ids.iter().map(|id| BrokerId(i32::try_from(*id).unwrap_or(i32::MAX))).collect()
+}
+
+/// Starts or cancels one partition's reassignment through the controller.
+async fn reassign(node: &Node, topic: &str, partition: i32, replicas: Option<Vec<BrokerId>>, allow_rf_change: bool) -> Result<(), BrokerError> {
+    let state = node.cluster();
+    let t = state.topics.get(topic).ok_or(BrokerError::UnknownTopicOrPartition)?;
+    let target = match replicas {
+        None => None,
+        Some(r) => Some(
+            r.iter()
+                .map(|b| u64::try_from(b.0).map_err(|_| ClusterError::InvalidReplicaAssignment(format!("broker id {} is negative", b.0))))
+                .collect::<Result<Vec<u64>, _>>()?,
+        ),
+    };
+    let cmd = ControllerCommand::ReassignPartition { topic: t.id, partition, target, allow_rf_change };
+    node.controller.propose(cmd).await?;
+    Ok(())
+}
+
+pub async fn handle_alter_partition_reassignments(
+    node: &Node,
+    req: AlterPartitionReassignmentsRequest,
+    _version: i16,
+) -> AlterPartitionReassignmentsResponse {
+    let allow_rf_change = req.allow_replication_factor_change;
+    let mut responses = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let result = reassign(node, t.name.as_str(), p.partition_index, p.replicas, allow_rf_change).await;
+            let (code, message) = match result {
+                Ok(()) => (0, None),
+                Err(e) => (kafka_error(&e).code(), Some(str(&e.to_string()))),
+            };
+            partitions.push(
+                ReassignablePartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code)
+                    .with_error_message(message),
+            );
+        }
+        responses.push(ReassignableTopicResponse::default().with_name(t.name).with_partitions(partitions));
+    }
+    AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(allow_rf_change)
+        .with_error_code(0)
+        .with_responses(responses)
+}
+
+fn ongoing(p: &PartitionMeta) -> Option<OngoingPartitionReassignment> {
+    p.target.as_ref()?;
+    Some(
+        OngoingPartitionReassignment::default()
+            .with_partition_index(p.index)
+            .with_replicas(broker_ids(&p.all_replicas()))
+            .with_adding_replicas(broker_ids(&p.adding()))
+            .with_removing_replicas(broker_ids(&p.removing())),
+    )
+}
+
+/// Ongoing reassignments: of every partition (topics null), or of the partitions named;
+/// unknown topics and partitions with nothing ongoing are left out, as Kafka does.
+pub fn handle_list_partition_reassignments(node: &Node, req: ListPartitionReassignmentsRequest, _version: i16) -> ListPartitionReassignmentsResponse {
+    let state = node.cluster();
+    let mut topics = Vec::new();
+    match req.topics {
+        None => {
+            for t in state.topics.values() {
+                let partitions: Vec<_> = t.partitions.iter().filter_map(ongoing).collect();
+                if !partitions.is_empty() {
+                    topics.push(OngoingTopicReassignment::default().with_name(TopicName(str(&t.name))).with_partitions(partitions));
+                }
+            }
+        }
+        Some(wanted) => {
+            for w in wanted {
+                let Some(t) = state.topics.get(w.name.as_str()) else { continue };
+                let partitions: Vec<_> = t
+                    .partitions
+                    .iter()
+                    .filter(|p| w.partition_indexes.contains(&p.index))
+                    .filter_map(ongoing)
+                    .collect();
+                if !partitions.is_empty() {
+                    topics.push(OngoingTopicReassignment::default().with_name(w.name).with_partitions(partitions));
+                }
+            }
+        }
+    }
+    ListPartitionReassignmentsResponse::default().with_error_code(0).with_topics(topics)
+}
+
+/// Removes a node's registration, once it has been drained and stopped. The controller
+/// voters are fixed by `voters` and cannot be removed this way.
+pub async fn handle_unregister_broker(node: &Node, req: UnregisterBrokerRequest, _version: i16) -> UnregisterBrokerResponse {
+    let id = req.broker_id.0;
+    let result = match u64::try_from(id) {
+        Err(_) => Err(BrokerError::from(ClusterError::BrokerNotRegistered(u64::MAX))),
+        Ok(id) if node.config.voters.iter().any(|v| v.node_id == id) => Err(BrokerError::InvalidRequest(format!(
+            "node {id} is a controller voter; the voter set is fixed by the voters setting"
+        ))),
+        Ok(id) => node.controller.propose(ControllerCommand::UnregisterBroker { node_id: id }).await.map(|_| ()).map_err(BrokerError::from),
+    };
+    match result {
+        Ok(()) => UnregisterBrokerResponse::default().with_error_code(0),
+        Err(e) => UnregisterBrokerResponse::default()
+            .with_error_code(kafka_error(&e).code())
+            .with_error_message(Some(str(&format!("broker {id}: {e}")))),
+    }
+}
+
+/// KIP-460's election types.
+const PREFERRED: i8 = 0;
+const UNCLEAN: i8 = 1;
+
+/// One partition's election: `Ok(true)` when a leader changed, `Ok(false)` when none was
+/// needed (ELECTION_NOT_NEEDED).
+async fn elect(node: &Node, topic: &TopicMeta, p: &PartitionMeta, election_type: i8) -> Result<bool, (ResponseError, String)> {
+    let leader = node.partition_leader(topic, p).map(|(l, _)| l);
+    if election_type == UNCLEAN {
+        // Raft elects among up-to-date replicas only, and does so by itself: there is no
+        // unclean election to trigger.
+        return match leader {
+            Some(_) => Ok(false),
+            None => Err((ResponseError::EligibleLeadersNotAvailable, "raft elects only up-to-date replicas; no unclean election".into())),
+        };
+    }
+    let Some(&preferred) = p.replicas.first() else {
+        return Err((ResponseError::PreferredLeaderNotAvailable, "no replicas".into()));
+    };
+    if leader == Some(preferred) {
+        return Ok(false);
+    }
+    let state = node.cluster();
+    let live = state.brokers.get(&preferred).is_some_and(|b| !b.fenced);
+    if !live || !node.in_sync_replicas(topic, p).contains(&preferred) {
+        return Err((ResponseError::PreferredLeaderNotAvailable, format!("preferred leader {preferred} is not in sync")));
+    }
+    node.transfer_leadership(topic, p, preferred)
+        .await
+        .map(|()| true)
+        .map_err(|e| (ResponseError::PreferredLeaderNotAvailable, format!("handing leadership to {preferred}: {e}")))
+}
+
+/// A partition an ElectLeaders request is about: its topic's name as asked, its index, and
+/// the topic and partition when they exist.
+type Wanted<'a> = (TopicName, i32, Option<(&'a TopicMeta, &'a PartitionMeta)>);
+
+/// ElectLeaders: preferred-leader election (the first replica takes over, when it is in
+/// sync), of the partitions named or, with none named, of every partition not led by its
+/// preferred replica. Elections run concurrently; each pauses writes to its partition for
+/// about two seconds (`PartitionReplica::transfer_leadership`).
+pub async fn handle_elect_leaders(node: &Node, req: ElectLeadersRequest, version: i16) -> ElectLeadersResponse {
+    let election_type = if version >= 1 { req.election_type } else { PREFERRED };
+    let state = node.cluster();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let all = req.topic_partitions.is_none();
+    match &req.topic_partitions {
+        None => {
+            for t in state.topics.values() {
+                for p in &t.partitions {
+                    let led_elsewhere = node.partition_leader(t, p).map(|(l, _)| l) != p.replicas.first().copied();
+                    if election_type != PREFERRED || led_elsewhere {
+                        wanted.push((TopicName(str(&t.name)), p.index, Some((t, p))));
+                    }
+                }
+            }
+        }
+        Some(list) => {
+            for tp in list {
+                let t = state.topics.get(tp.topic.as_str());
+                for index in &tp.partitions {
+                    let found = t.and_then(|t| t.partitions.iter().find(|p| p.index == *index).map(|p| (t, p)));
+                    wanted.push((tp.topic.clone(), *index, found));
+                }
+            }
+        }
+    }
+    let outcomes = futures::future::join_all(wanted.iter().map(|(_, _, found)| async move {
+        match (election_type, found) {
+            (PREFERRED | UNCLEAN, Some((t, p))) => elect(node, t, p, election_type).await,
+            (PREFERRED | UNCLEAN, None) => Err((ResponseError::UnknownTopicOrPartition, "unknown topic or partition".into())),
+            (other, _) => Err((ResponseError::InvalidRequest, format!("unknown election type {other}"))),
+        }
+    }))
+    .await;
+    let mut results: Vec<ReplicaElectionResult> = Vec::new();
+    for ((topic, index, _), outcome) in wanted.into_iter().zip(outcomes) {
+        let (code, message) = match outcome {
+            Ok(true) => (0, None),
+            // Asked about every partition, Kafka reports only those it elected.
+            Ok(false) if all => continue,
+            Ok(false) => (ResponseError::ElectionNotNeeded.code(), Some(str("the preferred leader leads already"))),
+            Err((e, m)) => (e.code(), Some(str(&m))),
+        };
+        let result = PartitionResult::default().with_partition_id(index).with_error_code(code).with_error_message(message);
+        match results.iter_mut().find(|r| r.topic == topic) {
+            Some(r) => r.partition_result.push(result),
+            None => results.push(ReplicaElectionResult::default().with_topic(topic).with_partition_result(vec![result])),
+        }
+    }
+    ElectLeadersResponse::default().with_error_code(0).with_replica_election_results(results)
+}
