@@ -621,12 +621,11 @@ def test_preferred_leader_election_gives_leadership_back(cluster_factory):
     from confluent_kafka import ElectionType
     from kafka import KafkaAdminClient
 
-    cluster = cluster_factory(3, *CLUSTER_ARGS)
+    cluster = cluster_factory(3, *CLUSTER_ARGS, "--auto-leader-rebalance-enable", "false")
     admin = admin_client(cluster.bootstrap)
     topic = "preferred"
     create_replicated_topic(admin, topic)
-    # partition_states sorts replicas; ask one node itself for the order (first = preferred).
-    preferred = {p: v[2][0] for p, v in metadata_from(cluster.nodes[1].port, topic).items()}
+    preferred = preferred_leaders(cluster, topic)
     wait_until(lambda: all(leader_of(admin, topic, p) == preferred[p] for p in preferred), timeout=30,
                what="every partition led by its preferred replica at first")
     moved = preferred[0]
@@ -669,4 +668,38 @@ def test_preferred_leader_election_gives_leadership_back(cluster_factory):
         kadmin.close()
     counts = {p: len(v) for p, v in producer.acked.items()}
     got = read_all_in_group(cluster.bootstrap, topic, "preferred-verify", counts)
+    check_exactly_once_in_order(producer.acked, got)
+
+
+def preferred_leaders(cluster, topic):
+    """Each partition's first replica, as one node itself lists them (partition_states sorts)."""
+    return {p: v[2][0] for p, v in metadata_from(cluster.nodes[1].port, topic).items()}
+
+
+def test_leadership_goes_back_to_preferred_replicas_by_itself(cluster_factory):
+    """auto.leader.rebalance: a node restarted under load gets its leaderships back without
+    anyone asking, and the producer loses nothing."""
+    cluster = cluster_factory(3, *CLUSTER_ARGS, "--leader-imbalance-check-interval-seconds", "2")
+    admin = admin_client(cluster.bootstrap)
+    topic = "rebalanced"
+    create_replicated_topic(admin, topic)
+    preferred = preferred_leaders(cluster, topic)
+    wait_until(lambda: all(leader_of(admin, topic, p) == preferred[p] for p in preferred), timeout=30,
+               what="every partition led by its preferred replica at first")
+    producer = SequenceProducer(cluster.bootstrap, topic).start()
+    try:
+        wait_until(lambda: producer.acked_count() > 500, timeout=60, what="writes before the restart")
+        restarted = preferred[0]
+        assert cluster.nodes[restarted].stop() == 0
+        wait_until(lambda: leader_of(admin, topic, 0) not in (-1, restarted), timeout=30, what="another leader of partition 0")
+        cluster.nodes[restarted].start()
+        wait_until(lambda: all(leader_of(admin, topic, p) == preferred[p] for p in preferred), timeout=60,
+                   what="leadership back with the preferred replicas")
+        before = producer.acked_count()
+        wait_until(lambda: producer.acked_count() > before + 500, timeout=60, what="writes after the rebalance")
+    finally:
+        producer.finish()
+    assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
+    counts = {p: len(v) for p, v in producer.acked.items()}
+    got = read_all_in_group(cluster.bootstrap, topic, "rebalanced-verify", counts)
     check_exactly_once_in_order(producer.acked, got)

@@ -87,6 +87,15 @@ pub struct ServeArgs {
     /// Replication factor of auto-created topics and of CreateTopics without one (default.replication.factor) [default: 1]
     #[arg(long, env = "RUNNEL_DEFAULT_REPLICATION_FACTOR", value_name = "N")]
     pub default_replication_factor: Option<String>,
+    /// Give leadership back to preferred replicas when a node leads too few of the partitions it prefers (auto.leader.rebalance.enable) [default: true]
+    #[arg(long, env = "RUNNEL_AUTO_LEADER_REBALANCE_ENABLE", value_name = "BOOL")]
+    pub auto_leader_rebalance_enable: Option<String>,
+    /// How often the controller's leader looks for leadership imbalance (leader.imbalance.check.interval.seconds) [default: 300]
+    #[arg(long, env = "RUNNEL_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS", value_name = "S")]
+    pub leader_imbalance_check_interval_seconds: Option<String>,
+    /// Share of a node's preferred partitions that others may lead before they are given back, in percent (leader.imbalance.per.broker.percentage) [default: 10]
+    #[arg(long, env = "RUNNEL_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE", value_name = "PERCENT")]
+    pub leader_imbalance_per_broker_percentage: Option<String>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info]
     #[arg(long, env = "RUNNEL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -165,6 +174,9 @@ struct FileSettings {
     rack: Option<serde_norway::Value>,
     default_replication_factor: Option<serde_norway::Value>,
     replica_lag_time_max_ms: Option<serde_norway::Value>,
+    auto_leader_rebalance_enable: Option<serde_norway::Value>,
+    leader_imbalance_check_interval_seconds: Option<serde_norway::Value>,
+    leader_imbalance_per_broker_percentage: Option<serde_norway::Value>,
     log_level: Option<serde_norway::Value>,
     auto_create_topics_enable: Option<serde_norway::Value>,
     num_partitions: Option<serde_norway::Value>,
@@ -212,6 +224,9 @@ pub struct NodeConfig {
     pub rack: Option<String>,
     pub default_replication_factor: i16,
     pub replica_lag_time_max: Duration,
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval: Duration,
+    pub leader_imbalance_per_broker_percentage: u32,
     pub log_level: String,
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,
@@ -248,6 +263,9 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("rack", "(none)"),
     ("default_replication_factor", "1"),
     ("replica_lag_time_max_ms", "30000"),
+    ("auto_leader_rebalance_enable", "true"),
+    ("leader_imbalance_check_interval_seconds", "300"),
+    ("leader_imbalance_per_broker_percentage", "10"),
     ("log_level", "info"),
     ("auto_create_topics_enable", "true"),
     ("num_partitions", "1"),
@@ -284,6 +302,9 @@ impl Default for NodeConfig {
             rack: None,
             default_replication_factor: 1,
             replica_lag_time_max: Duration::from_millis(30_000),
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval: Duration::from_secs(300),
+            leader_imbalance_per_broker_percentage: 10,
             log_level: "info".to_string(),
             auto_create_topics_enable: true,
             num_partitions: 1,
@@ -485,6 +506,25 @@ impl NodeConfig {
             100,
             3_600_000,
         )?;
+        let auto_leader_rebalance_enable = parse_bool(
+            "auto_leader_rebalance_enable",
+            pick(args.auto_leader_rebalance_enable, file.auto_leader_rebalance_enable),
+            d.auto_leader_rebalance_enable,
+        )?;
+        let leader_imbalance_check_interval_seconds = parse_num(
+            "leader_imbalance_check_interval_seconds",
+            pick(args.leader_imbalance_check_interval_seconds, file.leader_imbalance_check_interval_seconds),
+            300u64,
+            1,
+            86_400,
+        )?;
+        let leader_imbalance_per_broker_percentage = parse_num(
+            "leader_imbalance_per_broker_percentage",
+            pick(args.leader_imbalance_per_broker_percentage, file.leader_imbalance_per_broker_percentage),
+            d.leader_imbalance_per_broker_percentage,
+            0,
+            100,
+        )?;
         let log_level = pick(args.log_level, file.log_level).unwrap_or(d.log_level);
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(ConfigError::new("log_level", &log_level, "not a log level or tracing filter"));
@@ -607,6 +647,9 @@ impl NodeConfig {
             rack,
             default_replication_factor,
             replica_lag_time_max: Duration::from_millis(replica_lag_time_max_ms),
+            auto_leader_rebalance_enable,
+            leader_imbalance_check_interval: Duration::from_secs(leader_imbalance_check_interval_seconds),
+            leader_imbalance_per_broker_percentage,
             log_level,
             auto_create_topics_enable,
             num_partitions,

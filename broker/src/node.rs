@@ -278,6 +278,9 @@ impl Node {
         });
         if node.is_clustered() {
             tokio::spawn(report_leaders(Arc::downgrade(&node)));
+            if node.config.auto_leader_rebalance_enable {
+                tokio::spawn(rebalance_leaders(Arc::downgrade(&node)));
+            }
             node.prefetch_producer_ids().await;
         }
         Ok(node)
@@ -704,6 +707,51 @@ fn same_members(a: &[u64], b: &[u64]) -> bool {
 /// Whether a partition group's membership is not yet `desired` voters and nothing else.
 fn membership_differs(m: &crate::replication::GroupMembership, desired: &[u64]) -> bool {
     m.joint || !m.learners.is_empty() || m.voters.len() != desired.len() || !desired.iter().all(|d| m.voters.contains(d))
+}
+
+/// Leader hand-overs the automatic rebalance runs at once.
+const REBALANCE_CONCURRENCY: usize = 8;
+
+/// Kafka's auto.leader.rebalance: on the node leading the controller group, every
+/// `leader_imbalance_check_interval`, hands leaderships back to preferred replicas that are
+/// live and in sync, for nodes leading too few of the partitions they prefer
+/// (`placement::imbalanced`).
+async fn rebalance_leaders(node: Weak<Node>) {
+    let Some(interval) = node.upgrade().map(|n| n.config.leader_imbalance_check_interval) else { return };
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(node) = node.upgrade() else { return };
+        let me = node.config.node_id as u64;
+        if node.controller.leader() != Some(me) {
+            continue;
+        }
+        let state = node.cluster();
+        let partitions: Vec<(&TopicMeta, &PartitionMeta)> =
+            state.topics.values().flat_map(|t| t.partitions.iter().filter(|p| !p.replicas.is_empty()).map(move |p| (t, p))).collect();
+        let views: Vec<(u64, Option<u64>)> =
+            partitions.iter().map(|(t, p)| (p.replicas[0], node.partition_leader(t, p).map(|(l, _)| l))).collect();
+        let moves: Vec<(&TopicMeta, &PartitionMeta)> = crate::cluster::placement::imbalanced(&views, node.config.leader_imbalance_per_broker_percentage)
+            .into_iter()
+            .map(|i| partitions[i])
+            .filter(|(t, p)| {
+                let preferred = p.replicas[0];
+                state.brokers.get(&preferred).is_some_and(|b| !b.fenced) && node.in_sync_replicas(t, p).contains(&preferred)
+            })
+            .collect();
+        if moves.is_empty() {
+            continue;
+        }
+        info!(partitions = moves.len(), "handing leadership back to preferred replicas");
+        use futures::StreamExt;
+        let node = &node;
+        futures::stream::iter(moves)
+            .for_each_concurrent(REBALANCE_CONCURRENCY, |(t, p)| async move {
+                if let Err(e) = node.transfer_leadership(t, p, p.replicas[0]).await {
+                    info!(topic = %t.name, partition = p.index, error = %e, "preferred leader did not take over");
+                }
+            })
+            .await;
+    }
 }
 
 /// Makes sure `dir` belongs to `topic_id`: a directory left by an older topic of the same

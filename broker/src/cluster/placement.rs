@@ -2,7 +2,8 @@
 //! over the brokers from a start chosen per topic, followers shifted so that follower sets
 //! differ between rounds, and, when every broker has a rack, the broker list alternated
 //! across racks with followers pushed onto racks the partition does not use yet. Pure and
-//! deterministic, so every controller voter computes the same assignment.
+//! deterministic, so every controller voter computes the same assignment. Also which
+//! leaderships go back to preferred replicas (`imbalanced`), as Kafka's controller decides.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -69,6 +70,30 @@ fn rack_alternated(brokers: &[(u64, Option<String>)]) -> Vec<(u64, Option<String
     out
 }
 
+/// Kafka's automatic leader rebalance: given each partition's preferred replica (its first)
+/// and current leader, the partitions (by position in the input) to hand back to their
+/// preferred replica. A node's share is handed back when more than `percentage` percent of
+/// the partitions it prefers are led by others; then all of those, as Kafka does.
+pub fn imbalanced(partitions: &[(u64, Option<u64>)], percentage: u32) -> Vec<usize> {
+    let mut per_node: BTreeMap<u64, (usize, Vec<usize>)> = BTreeMap::new();
+    for (i, (preferred, leader)) in partitions.iter().enumerate() {
+        let entry = per_node.entry(*preferred).or_default();
+        entry.0 += 1;
+        if *leader != Some(*preferred) {
+            entry.1.push(i);
+        }
+    }
+    let mut out = Vec::new();
+    for (total, elsewhere) in per_node.into_values() {
+        // elsewhere / total > percentage / 100, in integers.
+        if elsewhere.len() * 100 > total * percentage as usize {
+            out.extend(elsewhere);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +157,22 @@ mod tests {
             let least = if leaders.len() < n { 0 } else { leaders.values().min().copied().unwrap_or(0) };
             prop_assert!(most - least <= 1, "leaders {:?}", leaders);
         }
+    }
+
+    #[test]
+    fn leaderships_go_back_when_a_node_leads_too_few_of_its_partitions() {
+        // Node 1 prefers 10 partitions and leads 9 of them: 10% is not above 10%.
+        let mut parts: Vec<(u64, Option<u64>)> = (0..9).map(|_| (1, Some(1))).collect();
+        parts.push((1, Some(2)));
+        assert!(imbalanced(&parts, 10).is_empty());
+        // Two led elsewhere: both go back; leaderless ones count as led elsewhere.
+        parts.push((1, None));
+        assert_eq!(imbalanced(&parts, 10), vec![9, 10]);
+        // Node 2 leads its one partition: nothing of its moves. At 0% any partition led
+        // elsewhere goes back; at 100% none does.
+        parts.push((2, Some(2)));
+        assert_eq!(imbalanced(&parts, 10), vec![9, 10]);
+        assert_eq!(imbalanced(&[(3, Some(1))], 0), vec![0]);
+        assert!(imbalanced(&[(3, Some(1))], 100).is_empty());
     }
 }
