@@ -58,10 +58,12 @@ def all_in_sync(admin, name, partitions=PARTITIONS, nodes=(1, 2, 3)):
 
 class SequenceProducer:
     """An idempotent acks=all producer writing `p:seq` to every partition in turn, in a
-    thread, at a steady pace; delivery reports record what was acknowledged where."""
+    thread, at a steady pace; delivery reports record what was acknowledged where. Values
+    start with `prefix`, so that producers writing one after another stay in order."""
 
-    def __init__(self, bootstrap, topic, rate=1000, partitions=PARTITIONS):
+    def __init__(self, bootstrap, topic, rate=1000, partitions=PARTITIONS, prefix=""):
         self.topic = topic
+        self.prefix = prefix
         self.rate = rate
         self.partitions = partitions
         self.producer = Producer({
@@ -88,7 +90,7 @@ class SequenceProducer:
         start = time.monotonic()
         while not self.stop_flag.is_set():
             p = seq % self.partitions
-            self.producer.produce(self.topic, value=f"{p}:{seq // self.partitions:09d}".encode(), partition=p, on_delivery=self._report)
+            self.producer.produce(self.topic, value=f"{self.prefix}{p}:{seq // self.partitions:09d}".encode(), partition=p, on_delivery=self._report)
             seq += 1
             self.sent = seq
             self.producer.poll(0)
@@ -110,9 +112,9 @@ class SequenceProducer:
         assert left == 0, f"{left} records never acknowledged"
 
 
-def write_records(bootstrap, topic, at_least, partitions=PARTITIONS):
+def write_records(bootstrap, topic, at_least, partitions=PARTITIONS, prefix=""):
     """Writes at least `at_least` acknowledged records with a SequenceProducer; returns it."""
-    producer = SequenceProducer(bootstrap, topic, rate=5000, partitions=partitions).start()
+    producer = SequenceProducer(bootstrap, topic, rate=5000, partitions=partitions, prefix=prefix).start()
     wait_until(lambda: producer.acked_count() > at_least, timeout=60, what="records written")
     producer.finish()
     assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
@@ -508,6 +510,22 @@ def test_a_node_that_stops_answering_is_fenced_and_gets_no_new_replicas(cluster_
     wait_until(lambda: sorted(admin.list_topics(timeout=TIMEOUT).brokers) == [1, 2, 3], timeout=30, what="node 3 back")
 
 
+def producer_epochs(node, topic, partition):
+    """The (producer id, epoch) pairs of the record batches in a replica's segment files."""
+    import struct
+    seen = set()
+    for f in sorted((node.data_dir / "partitions" / f"{topic}-{partition}").glob("*.log")):
+        data, pos = f.read_bytes(), 0
+        while pos + 61 <= len(data):
+            length = struct.unpack_from(">i", data, pos + 8)[0]
+            if length <= 0:
+                break
+            pid, epoch = struct.unpack_from(">qh", data, pos + 43)
+            seen.add((pid, epoch))
+            pos += 12 + length
+    return seen
+
+
 def unregister_broker(port, broker_id, timeout=5.0):
     """UnregisterBroker v0 sent by hand (no stock Python client has it): the error code."""
     import socket
@@ -595,6 +613,9 @@ def test_partitions_move_off_a_node_which_is_then_removed(cluster_factory):
         for p in range(PARTITIONS):
             wait_until(lambda: len({segment_bytes(cluster.nodes[n], topic, p) for n in (1, 2, 3)}) == 1, timeout=30,
                        what=f"partition {p}: the same bytes on nodes 1, 2 and 3")
+            # The producer saw only retriable errors: it never had to bump its epoch (which
+            # librdkafka does after OUT_OF_ORDER_SEQUENCE_NUMBER, and which can duplicate).
+            assert len(producer_epochs(cluster.nodes[1], topic, p)) == 1, producer_epochs(cluster.nodes[1], topic, p)
 
         # Node 4 leaves: stopped, then unregistered; voters cannot be.
         assert cluster.nodes[leaving].stop() == 0
@@ -703,3 +724,44 @@ def test_leadership_goes_back_to_preferred_replicas_by_itself(cluster_factory):
     counts = {p: len(v) for p, v in producer.acked.items()}
     got = read_all_in_group(cluster.bootstrap, topic, "rebalanced-verify", counts)
     check_exactly_once_in_order(producer.acked, got)
+
+
+def quiet_events(cluster):
+    """How many times partition groups went quiet, over every node's log."""
+    return sum(b.log_path.read_bytes().count(b"partition group went quiet") for b in cluster.nodes.values()
+               if b.log_path.exists())
+
+
+def test_quiet_partitions_keep_their_isr_wake_for_writes_and_fail_over(cluster_factory):
+    """Idle partitions go quiet (no raft heartbeats). From that state: Metadata keeps the
+    full ISR past replica_lag_time_max_ms, writes wake them, kill -9 of a leader is
+    failed over, and the restarted node catches up; nothing acknowledged is lost."""
+    cluster = cluster_factory(3, *CLUSTER_ARGS, "--partition-quiet-after-ms", "500",
+                              "--log-level", "info,runnel::replication::partition=debug")
+    admin = admin_client(cluster.bootstrap)
+    topic = "quiet"
+    create_replicated_topic(admin, topic)
+    first = write_records(cluster.bootstrap, topic, 300, prefix="a")
+    went_quiet = quiet_events(cluster)
+    wait_until(lambda: quiet_events(cluster) >= went_quiet + PARTITIONS, timeout=30, what="the partitions going quiet")
+    # Quiet for longer than replica_lag_time_max_ms (3 s): every replica is still in sync.
+    time.sleep(4)
+    assert all_in_sync(admin, topic), partition_states(admin, topic)
+
+    second = write_records(cluster.bootstrap, topic, 300, prefix="b")
+    assert not second.errors
+    went_quiet = quiet_events(cluster)
+    wait_until(lambda: quiet_events(cluster) >= went_quiet + PARTITIONS, timeout=30, what="the partitions quiet again")
+    leader = current_leader(admin, topic, 0)
+    cluster.nodes[leader].kill9()
+    others = [n for n in cluster.nodes if n != leader]
+    others_admin = admin_client(",".join(cluster.nodes[n].bootstrap for n in others))
+    wait_until(lambda: leader_of(others_admin, topic, 0) in others, timeout=15, what="a new leader of the quiet partition")
+    third = write_records(",".join(cluster.nodes[n].bootstrap for n in others), topic, 300, prefix="c")
+    assert not third.errors
+    cluster.nodes[leader].start()
+    wait_until(lambda: all_in_sync(admin, topic), timeout=60, what="the restarted node back in sync")
+
+    acked = {p: first.acked[p] + second.acked[p] + third.acked[p] for p in range(PARTITIONS)}
+    got = read_all_in_group(cluster.bootstrap, topic, "quiet-verify", {p: len(v) for p, v in acked.items()})
+    check_exactly_once_in_order(acked, got)

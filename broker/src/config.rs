@@ -87,6 +87,9 @@ pub struct ServeArgs {
     /// Replication factor of auto-created topics and of CreateTopics without one (default.replication.factor) [default: 1]
     #[arg(long, env = "RUNNEL_DEFAULT_REPLICATION_FACTOR", value_name = "N")]
     pub default_replication_factor: Option<String>,
+    /// A partition with nothing written for this long goes quiet: no raft heartbeats or election timers until the next write (node-to-node pings watch the leader instead). 0: never [default: 2000]
+    #[arg(long, env = "RUNNEL_PARTITION_QUIET_AFTER_MS", value_name = "MS")]
+    pub partition_quiet_after_ms: Option<String>,
     /// Give leadership back to preferred replicas when a node leads too few of the partitions it prefers (auto.leader.rebalance.enable) [default: true]
     #[arg(long, env = "RUNNEL_AUTO_LEADER_REBALANCE_ENABLE", value_name = "BOOL")]
     pub auto_leader_rebalance_enable: Option<String>,
@@ -174,6 +177,7 @@ struct FileSettings {
     rack: Option<serde_norway::Value>,
     default_replication_factor: Option<serde_norway::Value>,
     replica_lag_time_max_ms: Option<serde_norway::Value>,
+    partition_quiet_after_ms: Option<serde_norway::Value>,
     auto_leader_rebalance_enable: Option<serde_norway::Value>,
     leader_imbalance_check_interval_seconds: Option<serde_norway::Value>,
     leader_imbalance_per_broker_percentage: Option<serde_norway::Value>,
@@ -224,6 +228,8 @@ pub struct NodeConfig {
     pub rack: Option<String>,
     pub default_replication_factor: i16,
     pub replica_lag_time_max: Duration,
+    /// Zero: partitions never go quiet.
+    pub partition_quiet_after: Duration,
     pub auto_leader_rebalance_enable: bool,
     pub leader_imbalance_check_interval: Duration,
     pub leader_imbalance_per_broker_percentage: u32,
@@ -263,6 +269,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("rack", "(none)"),
     ("default_replication_factor", "1"),
     ("replica_lag_time_max_ms", "30000"),
+    ("partition_quiet_after_ms", "2000"),
     ("auto_leader_rebalance_enable", "true"),
     ("leader_imbalance_check_interval_seconds", "300"),
     ("leader_imbalance_per_broker_percentage", "10"),
@@ -302,6 +309,7 @@ impl Default for NodeConfig {
             rack: None,
             default_replication_factor: 1,
             replica_lag_time_max: Duration::from_millis(30_000),
+            partition_quiet_after: Duration::from_millis(2_000),
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval: Duration::from_secs(300),
             leader_imbalance_per_broker_percentage: 10,
@@ -506,6 +514,13 @@ impl NodeConfig {
             100,
             3_600_000,
         )?;
+        let partition_quiet_after_ms = parse_num(
+            "partition_quiet_after_ms",
+            pick(args.partition_quiet_after_ms, file.partition_quiet_after_ms),
+            2_000u64,
+            0,
+            86_400_000,
+        )?;
         let auto_leader_rebalance_enable = parse_bool(
             "auto_leader_rebalance_enable",
             pick(args.auto_leader_rebalance_enable, file.auto_leader_rebalance_enable),
@@ -647,6 +662,7 @@ impl NodeConfig {
             rack,
             default_replication_factor,
             replica_lag_time_max: Duration::from_millis(replica_lag_time_max_ms),
+            partition_quiet_after: Duration::from_millis(partition_quiet_after_ms),
             auto_leader_rebalance_enable,
             leader_imbalance_check_interval: Duration::from_secs(leader_imbalance_check_interval_seconds),
             leader_imbalance_per_broker_percentage,

@@ -276,7 +276,11 @@ impl Node {
                 }
             }
         });
+        if !node.config.partition_quiet_after.is_zero() {
+            tokio::spawn(quiet_groups(Arc::downgrade(&node)));
+        }
         if node.is_clustered() {
+            node.members.transport.start_pings(PING_INTERVAL);
             tokio::spawn(report_leaders(Arc::downgrade(&node)));
             if node.config.auto_leader_rebalance_enable {
                 tokio::spawn(rebalance_leaders(Arc::downgrade(&node)));
@@ -488,6 +492,7 @@ impl Node {
                     },
                     fsync: self.config.log_fsync,
                     producer_expiration_ms: i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX),
+                    start_quiet: !self.config.partition_quiet_after.is_zero(),
                 };
                 let (topic_name, topic_id, index) = (topic.name.clone(), topic.id, p.index);
                 opening.spawn(async move {
@@ -657,6 +662,8 @@ const MARKER_WAIT: Duration = Duration::from_secs(10);
 /// How long one pass of a reassignment waits for new replicas to catch up (the next pass
 /// waits again; replication goes on meanwhile).
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+/// Quiet partitions are reported on every this many rounds only.
+const QUIET_REPORT_EVERY: u64 = 8;
 /// How often leaders compare what the controller knows of them with the truth.
 const LEADER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -664,15 +671,24 @@ const LEADER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 /// replicas, whenever that differs from what the metadata says, so that Metadata and
 /// FindCoordinator answer truly on every node.
 async fn report_leaders(node: Weak<Node>) {
+    let mut round: u64 = 0;
     loop {
         tokio::time::sleep(LEADER_REPORT_INTERVAL).await;
+        round += 1;
         let Some(node) = node.upgrade() else { return };
         let me = node.config.node_id as u64;
         let state = node.cluster();
         let mut reports = Vec::new();
-        for topic in state.topics.values() {
-            for p in &topic.partitions {
-                let Some(r) = node.replica(topic.id, p.index).filter(|r| r.is_leader()) else { continue };
+        let replicas: Vec<(PartitionKey, Arc<PartitionReplica>)> =
+            node.replicas.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, r)| (*k, r.clone())).collect();
+        for ((topic_id, index), r) in replicas {
+            // Quiet groups change only when nodes come and go: looked at less often.
+            if (r.is_quiet() && round % QUIET_REPORT_EVERY != 0) || !r.is_leader() {
+                continue;
+            }
+            let Some(topic) = state.topic_by_id(&topic_id) else { continue };
+            let Some(p) = topic.partition(index) else { continue };
+            {
                 let report = node.leader_report(topic.id, p, &r);
                 let (voters, learners) = (&report.voters, &report.learners);
                 let members_differ = !voters.is_empty() && (!same_members(voters, &p.replicas) || *learners != p.learners);
@@ -707,6 +723,32 @@ fn same_members(a: &[u64], b: &[u64]) -> bool {
 /// Whether a partition group's membership is not yet `desired` voters and nothing else.
 fn membership_differs(m: &crate::replication::GroupMembership, desired: &[u64]) -> bool {
     m.joint || !m.learners.is_empty() || m.voters.len() != desired.len() || !desired.iter().all(|d| m.voters.contains(d))
+}
+
+/// How often each node pings every other (`PeerTransport::start_pings`): quiet partition
+/// groups learn from these pings whether their leader's node is up.
+const PING_INTERVAL: Duration = Duration::from_millis(300);
+/// How often replicas are looked at for going quiet or waking.
+const QUIET_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Idle partition groups go quiet (`PartitionReplica::try_quiesce`): no heartbeats and no
+/// election timers, so that thousands of idle partitions cost next to nothing; quiet
+/// followers whose leader's node stopped answering wake and elect.
+async fn quiet_groups(node: Weak<Node>) {
+    loop {
+        tokio::time::sleep(QUIET_CHECK_INTERVAL).await;
+        let Some(node) = node.upgrade() else { return };
+        let idle = node.config.partition_quiet_after;
+        let silent = node.members.transport.silent_peers(crate::replication::LEADER_SILENT_AFTER);
+        let replicas: Vec<Arc<PartitionReplica>> = node.replicas.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for r in replicas {
+            if r.is_quiet() {
+                r.wake_if_leader_gone(&silent);
+            } else if r.may_quiesce(idle) {
+                tokio::spawn(async move { r.try_quiesce(idle).await });
+            }
+        }
+    }
 }
 
 /// Leader hand-overs the automatic rebalance runs at once.

@@ -472,6 +472,9 @@ mod tests {
         c.shutdown().await;
     }
 
+    /// Short timings, so that the tests' elections are quick.
+    const FAST_ELECTIONS: crate::replication::GroupTiming = crate::replication::GroupTiming { heartbeat_ms: 100, election_min_ms: 300, election_max_ms: 600 };
+
     type TestNode = (u64, Arc<crate::replication::transport::raft::GroupRouter>, Arc<crate::replication::transport::peer::PeerTransport>);
     type TestController = (Raft<ControllerRaft>, watch::Receiver<Arc<ClusterState>>);
 
@@ -500,7 +503,7 @@ mod tests {
             let store = Arc::new(MetadataStore::open(&dir.join(id.to_string())).expect("store"));
             let (sm, state) = ControllerStateMachine::open(store.clone()).expect("state machine");
             let log = RocksLogStore::<ControllerRaft>::new(store, RAFT_PREFIX);
-            let config = command_group_config("runnel-controller", snapshot_every, keep, crate::replication::GroupTiming::SINGLE_NODE).expect("config");
+            let config = command_group_config("runnel-controller", snapshot_every, keep, FAST_ELECTIONS).expect("config");
             let raft = Raft::new(*id, config, GroupNetwork::new(transport.clone(), GroupId::Controller), log, sm).await.expect("raft");
             router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone())));
             rafts.push((raft, state));

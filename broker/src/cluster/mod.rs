@@ -193,6 +193,14 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
+impl TopicMeta {
+    /// Partition `index` (partitions are kept in index order).
+    pub fn partition(&self, index: i32) -> Option<&PartitionMeta> {
+        let p = self.partitions.get(usize::try_from(index).ok()?)?;
+        (p.index == index).then_some(p).or_else(|| self.partitions.iter().find(|p| p.index == index))
+    }
+}
+
 /// The whole cluster metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {

@@ -26,7 +26,8 @@ pub struct GroupTiming {
 }
 
 impl GroupTiming {
-    /// A lone voter never waits for others: short timings cost nothing.
+    /// A lone voter sends heartbeats to nobody and elects itself at start (the timings only
+    /// set how often raft's ticker wakes, so they are long).
     pub const SINGLE_NODE: GroupTiming = GroupTiming { heartbeat_ms: 100, election_min_ms: 300, election_max_ms: 600 };
     /// Between nodes. openraft bounds every AppendEntries, the follower's fsync included,
     /// by the heartbeat interval, and followers refuse votes for the maximum election

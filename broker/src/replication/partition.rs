@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub struct ReplicaConfig {
     pub may_initialize: bool,
     /// `producer.id.expiration.ms`: idle producer ids are forgotten after this long.
     pub producer_expiration_ms: i64,
+    /// Whether an existing group with other voters starts quiet (`try_quiesce`); false
+    /// when groups never go quiet.
+    pub start_quiet: bool,
 }
 
 /// One partition replica on this node.
@@ -71,6 +75,18 @@ pub struct PartitionReplica {
     handing_over: std::sync::atomic::AtomicBool,
     transport: Arc<PeerTransport>,
     timing: GroupTiming,
+    /// A quiet group: raft's ticker is off here (no heartbeats, no election timer); see
+    /// `try_quiesce`.
+    quiet: AtomicBool,
+    /// Set while a quiesce handshake runs, so that only one does.
+    quiescing: AtomicBool,
+    /// When this replica last wrote or woke (ms, `clock::now_ms`).
+    last_active_ms: AtomicI64,
+    /// While quiet: the leader it went quiet under (`NO_LEADER` when unknown).
+    quiet_leader: std::sync::atomic::AtomicU64,
+    /// When this replica was opened (ms): a quiet follower waits a little after start before
+    /// judging its leader gone, so that node pings have been answered.
+    opened_ms: i64,
 }
 
 /// A proposed batch that has been handed to raft, in proposal order.
@@ -126,6 +142,9 @@ pub enum PartitionRequest {
     /// Stand for election now (from a leader handing over to this replica).
     /// Answer: `Result<(), String>`.
     Campaign,
+    /// Go quiet (from the leader of an idle group, whose log ends at `last_index` in
+    /// `term`). Answer: `Result<(), String>`, an error when this replica is not there.
+    Quiesce { term: u64, last_index: u64 },
 }
 
 /// The partition's end of the transport: raft RPCs, markers from the transaction
@@ -138,10 +157,22 @@ impl InboundGroup for PartitionInbound {
             return Box::pin(async { Err("the partition is closing".to_string()) });
         };
         if kind != Kind::Forward {
-            return InboundGroup::handle(&replica.raft, kind, body);
+            // Any raft traffic ends a quiet spell here: the leader writes or heartbeats
+            // again, or someone campaigns. The RPC is handled first, so that a follower's
+            // election timer restarts from it.
+            let answer = InboundGroup::handle(&replica.raft, kind, body);
+            return Box::pin(async move {
+                let result = answer.await;
+                replica.wake();
+                result
+            });
         }
         Box::pin(async move {
             match decode::<PartitionRequest>("partition request", &body)? {
+                PartitionRequest::Quiesce { term, last_index } => {
+                    let from = replica.leader();
+                    encode(&replica.quiesce_follower(term, last_index, from))
+                }
                 PartitionRequest::Marker(m) => {
                     let kind = if m.commit { ControlType::Commit } else { ControlType::Abort };
                     let result = replica.write_marker(m.producer_id, m.epoch, kind, m.coordinator_epoch).await.map_err(|e| e.to_string());
@@ -149,6 +180,7 @@ impl InboundGroup for PartitionInbound {
                 }
                 PartitionRequest::TransferLeadership { to } => encode(&replica.transfer_leadership(to).await.map_err(|e| e.to_string())),
                 PartitionRequest::Campaign => {
+                    replica.wake();
                     let result = replica.raft.trigger().elect().await.map_err(|e| e.to_string());
                     encode(&result)
                 }
@@ -156,6 +188,18 @@ impl InboundGroup for PartitionInbound {
         })
     }
 }
+
+/// A quiet leader serves while a majority of its voters' nodes answered a ping this recently
+/// (as `membership::QUORUM_ACK_MAX_MS` for raft's own acknowledgements).
+const QUIET_QUORUM_WITHIN: Duration = Duration::from_millis(900);
+/// A quiet follower wakes when its leader's node has not answered a ping for this long.
+pub const LEADER_SILENT_AFTER: Duration = Duration::from_millis(1_000);
+/// `quiet_leader` when the leader is not known.
+const NO_LEADER: u64 = u64::MAX;
+/// After opening, a quiet follower waits this long before judging its leader gone.
+const QUIET_START_GRACE: Duration = Duration::from_millis(1_500);
+/// How long a follower may take to answer a quiesce request.
+const QUIESCE_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a leadership hand-over waits for the new leader to catch up, and then for it to
 /// be elected.
@@ -292,6 +336,11 @@ impl PartitionReplica {
             handing_over: std::sync::atomic::AtomicBool::new(false),
             transport: config.transport.clone(),
             timing,
+            quiet: AtomicBool::new(false),
+            quiescing: AtomicBool::new(false),
+            quiet_leader: std::sync::atomic::AtomicU64::new(NO_LEADER),
+            last_active_ms: AtomicI64::new(crate::clock::now_ms()),
+            opened_ms: crate::clock::now_ms(),
         });
         config.router.register(group, Arc::new(PartitionInbound(Arc::downgrade(&replica))));
         let initialized = raft.is_initialized().await.map_err(|e| ReplicationError::Stopped(e.to_string()))?;
@@ -314,9 +363,16 @@ impl PartitionReplica {
                     }
                 }
             });
-        } else if config.replicas.len() == 1 {
+        } else if replica.membership().voters.len() <= 1 {
             // A lone voter need not wait for an election timeout after a restart.
             let _ = raft.trigger().elect().await;
+        } else if config.start_quiet {
+            // A restarted replica of a group that may be quiet must not campaign against a
+            // leader that is alive and merely silent: it starts quiet, and wakes when the
+            // leader sends anything or turns out to be gone (`wake_if_leader_gone`).
+            let leader = replica.leader().filter(|l| *l != config.node_id).unwrap_or(NO_LEADER);
+            replica.quiet_leader.store(leader, Ordering::SeqCst);
+            replica.set_quiet(true);
         }
         Ok(replica)
     }
@@ -353,9 +409,144 @@ impl PartitionReplica {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// True when this node leads the group and may serve as leader (`serving_leader`).
+    /// True when this node leads the group and may serve as leader: `serving_leader`; in a
+    /// quiet group, where no heartbeat refreshes raft's quorum acknowledgement, the leader
+    /// serves while a majority of the voters' nodes answer pings (`PeerTransport::heard_within`).
     pub fn is_leader(&self) -> bool {
-        serving_leader(&self.raft.metrics().borrow())
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if !self.quiet.load(Ordering::SeqCst) {
+            return serving_leader(&m);
+        }
+        if m.state != ServerState::Leader || m.last_applied.is_none_or(|l| l.leader_id.term != m.vote.leader_id().term) {
+            return false;
+        }
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let up = voters.iter().filter(|v| **v == m.id || self.transport.heard_within(**v, QUIET_QUORUM_WITHIN)).count();
+        up * 2 > voters.len()
+    }
+
+    /// Whether `try_quiesce` may be worth trying: a serving leader, not quiet, not already
+    /// trying, and nothing written for `idle`.
+    pub fn may_quiesce(&self, idle: Duration) -> bool {
+        !self.is_quiet()
+            && !self.quiescing.load(Ordering::SeqCst)
+            && crate::clock::now_ms().saturating_sub(self.last_active_ms.load(Ordering::SeqCst)) >= idle.as_millis() as i64
+            && serving_leader(&self.raft.metrics().borrow())
+    }
+
+    /// Whether the group is quiet here.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.load(Ordering::SeqCst)
+    }
+
+    fn set_quiet(&self, quiet: bool) {
+        self.quiet.store(quiet, Ordering::SeqCst);
+        self.raft.runtime_config().tick(!quiet);
+    }
+
+    /// Ends a quiet spell here (raft ticks again), if there is one.
+    pub fn wake(&self) {
+        if self.quiet.swap(false, Ordering::SeqCst) {
+            self.raft.runtime_config().tick(true);
+        }
+    }
+
+    /// Notes a write: the group is busy, and wakes if it was quiet.
+    fn touch(&self) {
+        self.last_active_ms.store(crate::clock::now_ms(), Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Leader only: makes an idle group quiet, so that it costs nothing until written to
+    /// again. When nothing was written for `idle`, every voter has the whole log and it is
+    /// committed, each follower is asked to go quiet (it stops its election timer, checking
+    /// it has the same log and leader), then this leader stops heartbeats. A write, any raft
+    /// message, or the loss of the leader's node (`wake_if_leader_gone`) wakes a replica.
+    /// Returns whether the group is quiet now.
+    pub async fn try_quiesce(&self, idle: Duration) -> bool {
+        let start = self.last_active_ms.load(Ordering::SeqCst);
+        if self.is_quiet() || crate::clock::now_ms().saturating_sub(start) < idle.as_millis() as i64 || self.handing_over.load(Ordering::SeqCst) {
+            return self.is_quiet();
+        }
+        let (term, last_index, followers) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            let settled = m.state == ServerState::Leader
+                && serving_leader(&m)
+                && membership.get_joint_config().len() == 1
+                && membership.learner_ids().next().is_none()
+                && m.last_log_index.is_some()
+                && m.last_applied.map(|l| l.index) == m.last_log_index
+                && m.replication.as_ref().is_some_and(|r| r.values().all(|l| l.map(|l| l.index) == m.last_log_index));
+            if !settled {
+                return false;
+            }
+            let followers: Vec<u64> = membership.voter_ids().filter(|v| *v != m.id).collect();
+            (m.vote.leader_id().term, m.last_log_index.unwrap_or(0), followers)
+        };
+        if self.quiescing.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let body = encode(&PartitionRequest::Quiesce { term, last_index });
+        let asks = followers.iter().map(|f| {
+            let body = body.clone();
+            async move {
+                let body = body.map_err(|e| e.to_string())?;
+                let reply = self.transport.request(*f, Kind::Forward, self.group, body, QUIESCE_WAIT).await.map_err(|e| e.to_string())?;
+                decode::<Result<(), String>>("quiesce answer", &reply).and_then(|r| r)
+            }
+        });
+        let all_quiet = futures::future::join_all(asks).await.iter().all(|r| r.is_ok());
+        if all_quiet {
+            tracing::debug!(group = ?self.group, "partition group went quiet");
+            self.quiet_leader.store(self.node_id(), Ordering::SeqCst);
+            self.set_quiet(true);
+            // A write that came in meanwhile either saw the flag (and woke the group) or
+            // moved `last_active_ms`, seen here.
+            if self.last_active_ms.load(Ordering::SeqCst) != start {
+                self.wake();
+            }
+        }
+        // Followers that went quiet wake on this leader's next message.
+        self.quiescing.store(false, Ordering::SeqCst);
+        self.is_quiet()
+    }
+
+    /// Follower side of `try_quiesce`: goes quiet if this replica follows `leader` in
+    /// `term` with the log ending at `last_index`, all of it applied.
+    fn quiesce_follower(&self, term: u64, last_index: u64, leader: Option<u64>) -> Result<(), String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let same = m.state == ServerState::Follower
+            && m.current_leader.is_some()
+            && m.current_leader == leader
+            && m.vote.leader_id().term == term
+            && m.last_log_index == Some(last_index)
+            && m.last_applied.map(|l| l.index) == Some(last_index);
+        drop(m);
+        if !same {
+            return Err("not in step with the leader".into());
+        }
+        self.quiet_leader.store(leader.unwrap_or(NO_LEADER), Ordering::SeqCst);
+        self.set_quiet(true);
+        Ok(())
+    }
+
+    /// Quiet follower only: wakes (so that its election timer runs) when the leader it went
+    /// quiet under is unknown or among `silent` (nodes that stopped answering pings); not
+    /// in the first `QUIET_START_GRACE` after opening, while pings have not had time to be
+    /// answered. A quiet leader is left alone. Cheap: no metrics are read.
+    pub fn wake_if_leader_gone(&self, silent: &std::collections::HashSet<u64>) {
+        if !self.is_quiet() || crate::clock::now_ms().saturating_sub(self.opened_ms) < QUIET_START_GRACE.as_millis() as i64 {
+            return;
+        }
+        let leader = self.quiet_leader.load(Ordering::SeqCst);
+        if leader == NO_LEADER || silent.contains(&leader) {
+            tracing::debug!(group = ?self.group, leader, "the leader of a quiet group is gone; waking");
+            self.wake();
+        }
     }
 
     /// Kafka leader epoch: the term of the leader this node last voted for (with
@@ -371,6 +562,14 @@ impl PartitionReplica {
         let m = self.raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
             return Vec::new();
+        }
+        if self.is_quiet() {
+            // Every voter had the whole log when the group went quiet, and nothing was
+            // written since: the voters whose node answers are in sync.
+            let mut isr: Vec<u64> =
+                m.membership_config.membership().voter_ids().filter(|v| *v == m.id || self.transport.heard_within(*v, lag)).collect();
+            isr.sort_unstable();
+            return isr;
         }
         let committed = m.last_applied.map(|l| l.index);
         let now = std::time::Instant::now();
@@ -416,6 +615,7 @@ impl PartitionReplica {
 
     /// Leader only: adds `nodes` to the group as learners, without waiting for them.
     pub async fn add_learners(&self, nodes: &BTreeSet<u64>) -> Result<(), ReplicationError> {
+        self.touch();
         for id in nodes {
             self.raft.add_learner(*id, BasicNode::default(), false).await.map_err(map_write_error)?;
         }
@@ -450,12 +650,14 @@ impl PartitionReplica {
     /// entries); voters left out leave the group. Every new voter must already be a
     /// learner. Returns once the change is committed.
     pub async fn change_voters(&self, voters: &BTreeSet<u64>) -> Result<(), ReplicationError> {
+        self.touch();
         self.raft.change_membership(voters.clone(), false).await.map_err(map_write_error)?;
         Ok(())
     }
 
     /// Leader only: removes learners (never voters) from the group.
     pub async fn remove_learners(&self, nodes: &BTreeSet<u64>) -> Result<(), ReplicationError> {
+        self.touch();
         self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(nodes.clone()), false).await.map_err(map_write_error)?;
         Ok(())
     }
@@ -463,6 +665,7 @@ impl PartitionReplica {
     /// Hands a batch to raft. Calls made in some order are appended in that order.
     pub async fn propose(&self, batch: Bytes) -> Result<ProposeHandle, ReplicationError> {
         self.check_writable()?;
+        self.touch();
         let rx = self
             .raft
             .client_write_ff(PartitionCommand::Batch(batch))
@@ -476,6 +679,10 @@ impl PartitionReplica {
     /// answered with the original's offsets and not written again; a retry of one still in
     /// flight waits for it. Batches without a producer id go straight to `propose`.
     pub async fn propose_batch(&self, header: &BatchHeader, batch: Bytes) -> Result<Proposal, ReplicationError> {
+        // As Kafka, leadership before sequences: otherwise a batch pipelined behind one
+        // refused with NOT_LEADER_OR_FOLLOWER would get OUT_OF_ORDER_SEQUENCE_NUMBER, on
+        // which librdkafka bumps its epoch and resends, duplicating batches that did commit.
+        self.check_writable()?;
         if header.producer_id < 0 {
             return self.propose(batch).await.map(Proposal::Proposed);
         }
@@ -539,7 +746,7 @@ impl PartitionReplica {
 
     /// A serving leader that is not handing its leadership over takes writes.
     fn check_writable(&self) -> Result<(), ReplicationError> {
-        if !self.is_leader() || self.handing_over.load(std::sync::atomic::Ordering::Acquire) {
+        if !self.is_leader() || self.handing_over.load(Ordering::Acquire) {
             return Err(ReplicationError::NotLeader { leader: self.leader().filter(|l| *l != self.node_id()) });
         }
         Ok(())
@@ -557,7 +764,6 @@ impl PartitionReplica {
     /// `election_max_ms`. Returns once `to` leads, or fails (and this node goes on leading,
     /// or the group elects as after a failure).
     pub async fn transfer_leadership(&self, to: u64) -> Result<(), ReplicationError> {
-        use std::sync::atomic::Ordering;
         self.check_writable()?;
         let me = self.node_id();
         if to == me {
@@ -572,6 +778,7 @@ impl PartitionReplica {
         if self.handing_over.swap(true, Ordering::AcqRel) {
             return Err(ReplicationError::Raft("a hand-over is already under way".into()));
         }
+        self.touch();
         self.raft.runtime_config().heartbeat(false);
         let result = async {
             tokio::time::sleep(Duration::from_millis(self.timing.election_max_ms + HANDOVER_MARGIN_MS)).await;
@@ -598,6 +805,7 @@ impl PartitionReplica {
     /// Proposes and waits for the commit.
     pub async fn append(&self, batch: Bytes) -> Result<PartitionReply, ReplicationError> {
         self.check_writable()?;
+        self.touch();
         let resp = self.raft.client_write(PartitionCommand::Batch(batch)).await.map_err(map_write_error)?;
         Ok(resp.data)
     }

@@ -48,6 +48,8 @@ pub enum Kind {
     HeartbeatBatch = 4,
     /// A request handed to the group's leader (controller proposals from followers).
     Forward = 5,
+    /// Node-level liveness: answered by the receiving node itself, whatever the group.
+    Ping = 6,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             3 => Kind::InstallSnapshot,
             4 => Kind::HeartbeatBatch,
             5 => Kind::Forward,
+            6 => Kind::Ping,
             _ => return None,
         })
     }

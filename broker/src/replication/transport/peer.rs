@@ -104,6 +104,8 @@ pub struct PeerTransport {
     limits: TransportLimits,
     /// Set by `shutdown`: the listener and every inbound connection stop.
     stop: tokio::sync::watch::Sender<bool>,
+    /// When each peer last answered a request (any request: raft, forwarded, ping).
+    heard: Mutex<HashMap<u64, Instant>>,
 }
 
 impl PeerTransport {
@@ -126,6 +128,7 @@ impl PeerTransport {
             next_request_id: std::sync::atomic::AtomicU64::new(1),
             limits: limits.clone(),
             stop,
+            heard: Mutex::new(HashMap::new()),
         });
         tokio::spawn(accept_loop(listener, node_id, handler, limits, stopped));
         Ok(transport)
@@ -143,6 +146,7 @@ impl PeerTransport {
             next_request_id: std::sync::atomic::AtomicU64::new(1),
             limits,
             stop,
+            heard: Mutex::new(HashMap::new()),
         })
     }
 
@@ -195,15 +199,60 @@ impl PeerTransport {
                 Err(TransportError::Timeout(peer))
             }
             Ok(Err(_)) => Err(unreachable("connection lost")),
-            Ok(Ok(mut reply)) => match reply.first().copied() {
-                Some(REPLY_OK) => {
-                    reply.advance(1);
-                    Ok(reply)
+            Ok(Ok(mut reply)) => {
+                self.record_heard(peer);
+                match reply.first().copied() {
+                    Some(REPLY_OK) => {
+                        reply.advance(1);
+                        Ok(reply)
+                    }
+                    Some(REPLY_ERROR) => Err(TransportError::Remote { peer, reason: String::from_utf8_lossy(&reply[1..]).into_owned() }),
+                    _ => Err(unreachable("malformed reply")),
                 }
-                Some(REPLY_ERROR) => Err(TransportError::Remote { peer, reason: String::from_utf8_lossy(&reply[1..]).into_owned() }),
-                _ => Err(unreachable("malformed reply")),
-            },
+            }
         }
+    }
+
+    fn record_heard(&self, peer: u64) {
+        if let Ok(mut h) = self.heard.lock() {
+            h.insert(peer, Instant::now());
+        }
+    }
+
+    /// Whether `peer` answered a request within the last `within`.
+    pub fn heard_within(&self, peer: u64, within: Duration) -> bool {
+        self.heard.lock().ok().and_then(|h| h.get(&peer).copied()).is_some_and(|t| t.elapsed() < within)
+    }
+
+    /// Peers with a known address that have not answered within `within`.
+    pub fn silent_peers(&self, within: Duration) -> std::collections::HashSet<u64> {
+        let peers: Vec<u64> = self.addresses.lock().map(|a| a.keys().copied().filter(|p| *p != self.node_id).collect()).unwrap_or_default();
+        peers.into_iter().filter(|p| !self.heard_within(*p, within)).collect()
+    }
+
+    /// Pings every peer with a known address every `every`, so that `heard_within` knows
+    /// which nodes are up even when no raft group sends them anything (quiet groups).
+    pub fn start_pings(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        let mut stopped = self.stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stopped.changed() => return,
+                }
+                let Some(transport) = weak.upgrade() else { return };
+                let peers: Vec<u64> = transport.addresses.lock().map(|a| a.keys().copied().filter(|p| *p != transport.node_id).collect()).unwrap_or_default();
+                let pings = peers.into_iter().map(|peer| {
+                    let transport = transport.clone();
+                    async move {
+                        let _ = transport.request(peer, Kind::Ping, GroupId::Controller, Bytes::new(), every * 3).await;
+                    }
+                });
+                // Each ping records its answer; the round does not wait for slow peers.
+                tokio::spawn(futures::future::join_all(pings));
+            }
+        });
     }
 
     /// The open link to `peer`, dialling it if there is none.
