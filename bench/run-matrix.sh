@@ -168,7 +168,7 @@ move between runs of the same configuration.${NOTE:+ $NOTE}
   protocol overhead is not counted. Per GB figures divide broker CPU seconds by GB moved.
 - **acks**: on one node Runnel answers acks=1 and acks=-1 at the same point (after the
   raft commit, fsynced with the default \`log_fsync: always\`), so their rows differ only
-  by noise. acks=1 will answer earlier once there are followers.
+  by noise. With followers acks=1 answers after the leader's own append and fsync.
 - **Partition scale**: topics of 100 partitions created 10 topics per CreateTopics
   request; then idle broker CPU over 10 s (after 5 s of settling), RSS, threads, open
   files, and 50 sequential Metadata requests for all topics. The first CreateTopics

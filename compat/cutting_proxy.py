@@ -1,12 +1,14 @@
 """A TCP proxy on loopback that can cut every connection through it at once (a reset on
 both sides), so that requests already delivered to the broker lose their responses and
-clients must retry them, or block a link until healed. Tests point the broker's advertised
-address, or a node's address of a peer, at the proxy."""
+clients must retry them, block a link until healed, or pause it (hold every byte, both
+ways, until resumed: a slow link). Tests point the broker's advertised address, or a
+node's address of a peer, at the proxy."""
 
 import select
 import socket
 import struct
 import threading
+import time
 
 
 class CuttingProxy:
@@ -22,6 +24,7 @@ class CuttingProxy:
         self.cuts = 0
         self.closed = False
         self.blocked = False
+        self.paused = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -43,14 +46,17 @@ class CuttingProxy:
                 continue
             with self.lock:
                 self.pairs.append((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, self.paused), daemon=True).start()
 
     @staticmethod
-    def _pump(a, b):
+    def _pump(a, b, paused):
         socks = [a, b]
         try:
             while True:
-                ready, _, _ = select.select(socks, [], [], 1.0)
+                if paused.is_set():
+                    time.sleep(0.005)
+                    continue
+                ready, _, _ = select.select(socks, [], [], 0.1)
                 for s in ready:
                     data = s.recv(65536)
                     if not data:
@@ -85,6 +91,13 @@ class CuttingProxy:
 
     def heal(self):
         self.blocked = False
+
+    def pause(self):
+        """Holds every byte through the proxy, both ways, until `resume`."""
+        self.paused.set()
+
+    def resume(self):
+        self.paused.clear()
 
     def close(self):
         self.closed = True

@@ -144,6 +144,13 @@ def read_all_in_group(bootstrap, topic, group, expected_counts, timeout=120):
     return got
 
 
+def read_once_in_order(bootstrap, topic, group, acked):
+    """A consumer group reads every acknowledged record of `acked` ({partition: [(offset,
+    value)]}), each once and in order."""
+    got = read_all_in_group(bootstrap, topic, group, {p: len(v) for p, v in acked.items()})
+    check_exactly_once_in_order(acked, got)
+
+
 def check_exactly_once_in_order(acked, got):
     for p, records in acked.items():
         consumed = got[p]
@@ -194,9 +201,7 @@ def test_kill9_of_leaders_under_idempotent_producers_loses_and_duplicates_nothin
         producer.finish()
     assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
     assert len(killed) == KILLS and len(set(killed)) > 1, killed
-    counts = {p: len(v) for p, v in producer.acked.items()}
-    got = read_all_in_group(cluster.bootstrap, topic, "kill-verify", counts)
-    check_exactly_once_in_order(producer.acked, got)
+    read_once_in_order(cluster.bootstrap, topic, "kill-verify", producer.acked)
     assert producer.acked_count() == producer.sent, "every record sent was acknowledged"
 
 
@@ -218,9 +223,7 @@ def test_rolling_restart_under_load_loses_nothing(cluster_factory):
     finally:
         producer.finish()
     assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
-    counts = {p: len(v) for p, v in producer.acked.items()}
-    got = read_all_in_group(cluster.bootstrap, topic, "rolling-verify", counts)
-    check_exactly_once_in_order(producer.acked, got)
+    read_once_in_order(cluster.bootstrap, topic, "rolling-verify", producer.acked)
 
 
 def test_kill9_of_every_node_keeps_records_topics_offsets_and_transactions(cluster_factory):
@@ -478,9 +481,7 @@ def test_a_node_added_at_runtime_takes_new_partitions(cluster_factory):
     assert sum(new in replicas for _, replicas, _ in states.values()) == 3, states
     assert any(leader == new for leader, _, _ in states.values()), states
     producer = write_records(cluster.bootstrap, topic, 2000, partitions=4)
-    counts = {p: len(v) for p, v in producer.acked.items()}
-    got = read_all_in_group(cluster.nodes[new].bootstrap, topic, "grown-verify", counts)
-    check_exactly_once_in_order(producer.acked, got)
+    read_once_in_order(cluster.nodes[new].bootstrap, topic, "grown-verify", producer.acked)
 
 
 def test_a_node_that_stops_answering_is_fenced_and_gets_no_new_replicas(cluster_factory):
@@ -628,10 +629,8 @@ def test_partitions_move_off_a_node_which_is_then_removed(cluster_factory):
     finally:
         kadmin.close()
 
-    counts = {p: len(v) for p, v in producer.acked.items()}
     remaining = ",".join(cluster.nodes[n].bootstrap for n in (1, 2, 3))
-    got = read_all_in_group(remaining, topic, "moving-verify", counts)
-    check_exactly_once_in_order(producer.acked, got)
+    read_once_in_order(remaining, topic, "moving-verify", producer.acked)
 
 
 def test_preferred_leader_election_gives_leadership_back(cluster_factory):
@@ -687,9 +686,7 @@ def test_preferred_leader_election_gives_leadership_back(cluster_factory):
         assert response.error_code == 0 and codes == {(topic, p): 84 for p in range(PARTITIONS)}, response
     finally:
         kadmin.close()
-    counts = {p: len(v) for p, v in producer.acked.items()}
-    got = read_all_in_group(cluster.bootstrap, topic, "preferred-verify", counts)
-    check_exactly_once_in_order(producer.acked, got)
+    read_once_in_order(cluster.bootstrap, topic, "preferred-verify", producer.acked)
 
 
 def preferred_leaders(cluster, topic):
@@ -721,9 +718,7 @@ def test_leadership_goes_back_to_preferred_replicas_by_itself(cluster_factory):
     finally:
         producer.finish()
     assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
-    counts = {p: len(v) for p, v in producer.acked.items()}
-    got = read_all_in_group(cluster.bootstrap, topic, "rebalanced-verify", counts)
-    check_exactly_once_in_order(producer.acked, got)
+    read_once_in_order(cluster.bootstrap, topic, "rebalanced-verify", producer.acked)
 
 
 def quiet_events(cluster):
@@ -763,5 +758,47 @@ def test_quiet_partitions_keep_their_isr_wake_for_writes_and_fail_over(cluster_f
     wait_until(lambda: all_in_sync(admin, topic), timeout=60, what="the restarted node back in sync")
 
     acked = {p: first.acked[p] + second.acked[p] + third.acked[p] for p in range(PARTITIONS)}
-    got = read_all_in_group(cluster.bootstrap, topic, "quiet-verify", {p: len(v) for p, v in acked.items()})
-    check_exactly_once_in_order(acked, got)
+    read_once_in_order(cluster.bootstrap, topic, "quiet-verify", acked)
+
+
+def test_acks_1_is_answered_by_the_leaders_own_copy_acks_all_by_the_commit(cluster_factory):
+    """acks=1 returns after the leader's append (Kafka's meaning): with the leader's links to
+    its followers paused, an acks=1 record is acknowledged, not yet below the high
+    watermark, and an acks=all record waits; both commit once the links resume."""
+    cluster = cluster_factory(3, *CLUSTER_ARGS, "--partition-quiet-after-ms", "0", proxied=True)
+    admin = admin_client(cluster.bootstrap)
+    topic = "acks"
+    create_replicated_topic(admin, topic, partitions=1)
+    leader = current_leader(admin, topic, 0)
+    conf = {"bootstrap.servers": cluster.nodes[leader].bootstrap, "linger.ms": 0, "enable.idempotence": False}
+    one, everyone = Producer({**conf, "acks": 1}), Producer({**conf, "acks": "all"})
+    for p in (one, everyone):
+        p.produce(topic, value=b"warm-up", partition=0)
+        assert p.flush(30) == 0
+    reader = consumer(cluster.nodes[leader].bootstrap)
+    try:
+        delivered = {}
+        links = [cluster.links[(leader, f)] for f in cluster.nodes if f != leader]
+        for link in links:
+            link.pause()
+        try:
+            everyone.produce(topic, value=b"acks-all", partition=0,
+                             on_delivery=lambda err, msg: delivered.__setitem__("all", (err, msg.offset())))
+            one.produce(topic, value=b"acks-1", partition=0,
+                        on_delivery=lambda err, msg: delivered.__setitem__("one", (err, msg.offset())))
+            # Well within the 0.9 s after which a leader without acknowledgements stops serving.
+            assert one.flush(0.5) == 0, "acks=1 not answered while the followers were unreachable"
+            everyone.poll(0.1)
+            assert "all" not in delivered, f"acks=all answered without the followers: {delivered}"
+            err, offset = delivered["one"]
+            assert err is None
+            _, high = reader.get_watermark_offsets(TopicPartition(topic, 0), timeout=5, cached=False)
+            assert high <= offset, f"high watermark {high} already past the acks=1 record at {offset}"
+        finally:
+            for link in links:
+                link.resume()
+        assert everyone.flush(30) == 0 and delivered["all"][0] is None, delivered
+        wait_until(lambda: reader.get_watermark_offsets(TopicPartition(topic, 0), timeout=5, cached=False)[1] > offset,
+                   timeout=30, what="the acks=1 record committed")
+    finally:
+        reader.close()

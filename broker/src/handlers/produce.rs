@@ -1,6 +1,6 @@
 //! Produce: validate each partition's record batches, hand them to the partition's raft
-//! group in request order, and answer once they are committed (acks=1 and acks=-1; with
-//! acks=0 the dispatcher sends nothing).
+//! group in request order, and answer once they are committed (acks=-1) or once the
+//! leader has its own copy on disk (acks=1); with acks=0 the dispatcher sends nothing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -93,7 +93,7 @@ async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>,
         },
         None => batch.bytes,
     };
-    let handles = match replica.propose_batch(&header, bytes).await {
+    let handles = match replica.propose_batch(&header, bytes, acks == 1).await {
         Ok(Proposal::Proposed(h)) => vec![h],
         Ok(Proposal::Duplicate(original)) => {
             return Submitted::Duplicate { base_offset: original.base_offset, log_start_offset: replica.log_start_offset() }

@@ -91,7 +91,61 @@ pub(crate) struct PartitionShared {
     pub applied: tokio::sync::Notify,
     /// `producer.id.expiration.ms`.
     pub producer_expiration_ms: i64,
+    /// acks=1 proposals waiting for this leader's own append (and fsync) of their batch.
+    pub local_appends: LocalAppends,
 }
+
+/// Proposals waiting for the leader's own copy of their batch rather than the commit
+/// (acks=1). A waiter is found by its batch's buffer: the entry raft hands the log store on
+/// the leader carries the proposal's own `Bytes`. One that is never found is answered at
+/// the commit instead.
+#[derive(Default)]
+pub(crate) struct LocalAppends {
+    waiters: Mutex<std::collections::HashMap<(usize, usize), tokio::sync::oneshot::Sender<i64>>>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl LocalAppends {
+    fn key(batch: &Bytes) -> (usize, usize) {
+        (batch.as_ptr() as usize, batch.len())
+    }
+
+    /// Waits for `batch`'s local append: its base offset.
+    pub fn register(&self, batch: &Bytes) -> tokio::sync::oneshot::Receiver<i64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if w.insert(Self::key(batch), tx).is_none() {
+            self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        rx
+    }
+
+    /// Forgets `batch`'s waiter, if it is still there.
+    pub fn forget(&self, batch: (usize, usize)) {
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if w.remove(&batch).is_some() {
+            self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The waiter of an appended batch, taken out.
+    fn take(&self, batch: &Bytes) -> Option<tokio::sync::oneshot::Sender<i64>> {
+        if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = w.remove(&Self::key(batch))?;
+        self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        Some(tx)
+    }
+
+    pub fn key_of(batch: &Bytes) -> (usize, usize) {
+        Self::key(batch)
+    }
+}
+
+/// acks=1 answers due once the appends they wait for are on disk.
+type LocalAnswers = Vec<(tokio::sync::oneshot::Sender<i64>, i64)>;
 
 /// The producer table and the raft log id it reflects.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -166,11 +220,12 @@ fn stored_to_entry(term: u64, index: u64, payload: StoredPayload) -> Result<Entr
 }
 
 /// Writes one raft entry into the log.
-fn append_entry(log: &mut PartitionLog, e: &Entry, now_ms: i64) -> Result<(), LogError> {
+/// Appends `e`; for a batch, returns its base offset.
+fn append_entry(log: &mut PartitionLog, e: &Entry, now_ms: i64) -> Result<Option<i64>, LogError> {
     let (index, term) = (e.log_id.index, e.log_id.leader_id.term);
     match &e.payload {
         EntryPayload::Normal(PartitionCommand::Batch(b)) => {
-            log.append(index, term, LogPayload::Batch(b), now_ms)?;
+            return Ok(Some(log.append(index, term, LogPayload::Batch(b), now_ms)?.base_offset));
         }
         EntryPayload::Blank => {
             log.append(index, term, LogPayload::Meta(&[META_BLANK]), now_ms)?;
@@ -181,14 +236,14 @@ fn append_entry(log: &mut PartitionLog, e: &Entry, now_ms: i64) -> Result<(), Lo
             log.append(index, term, LogPayload::Meta(&buf), now_ms)?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 
 /// The raft log storage of one partition.
 pub(crate) struct PartitionLogStore {
     pub shared: Arc<PartitionShared>,
-    flush_tx: mpsc::UnboundedSender<LogFlushed<PartitionRaft>>,
+    flush_tx: mpsc::UnboundedSender<(LogFlushed<PartitionRaft>, LocalAnswers)>,
 }
 
 impl PartitionLogStore {
@@ -199,8 +254,9 @@ impl PartitionLogStore {
     }
 }
 
-/// Group commit: waits for appends, fsyncs once for all of them, then acknowledges each.
-async fn run_flusher(shared: Arc<PartitionShared>, mut rx: mpsc::UnboundedReceiver<LogFlushed<PartitionRaft>>) {
+/// Group commit: waits for appends, fsyncs once for all of them, then acknowledges each
+/// (to raft, and to acks=1 proposals waiting for them).
+async fn run_flusher(shared: Arc<PartitionShared>, mut rx: mpsc::UnboundedReceiver<(LogFlushed<PartitionRaft>, LocalAnswers)>) {
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
         waiting.push(first);
@@ -215,11 +271,17 @@ async fn run_flusher(shared: Arc<PartitionShared>, mut rx: mpsc::UnboundedReceiv
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         metrics::counter!("runnel_log_fsyncs_total").increment(1);
-        for cb in waiting.drain(..) {
+        for (cb, answers) in waiting.drain(..) {
             let r = match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             };
+            // A failed fsync answers nobody early: the commit (or its failure) will.
+            if r.is_ok() {
+                for (tx, base_offset) in answers {
+                    let _ = tx.send(base_offset);
+                }
+            }
             cb.log_io_completed(r);
         }
     }
@@ -311,23 +373,34 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         I::IntoIter: OptionalSend,
     {
         let now = now_ms();
+        let mut answers = LocalAnswers::new();
         {
             let mut log = self.shared.log();
             let mut recent = self.shared.recent();
             for e in entries {
-                append_entry(&mut log, &e, now).map_err(|err| {
+                let base_offset = append_entry(&mut log, &e, now).map_err(|err| {
                     storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, err)
                 })?;
+                if let (Some(base_offset), EntryPayload::Normal(PartitionCommand::Batch(b))) = (base_offset, &e.payload) {
+                    if let Some(tx) = self.shared.local_appends.take(b) {
+                        answers.push((tx, base_offset));
+                    }
+                }
                 recent.push(e);
             }
         }
         match self.shared.fsync {
             FsyncPolicy::Always => {
-                if let Err(mpsc::error::SendError(cb)) = self.flush_tx.send(callback) {
+                if let Err(mpsc::error::SendError((cb, _))) = self.flush_tx.send((callback, answers)) {
                     cb.log_io_completed(Err(std::io::Error::other("flusher stopped")));
                 }
             }
-            FsyncPolicy::Never => callback.log_io_completed(Ok(())),
+            FsyncPolicy::Never => {
+                for (tx, base_offset) in answers {
+                    let _ = tx.send(base_offset);
+                }
+                callback.log_io_completed(Ok(()))
+            }
         }
         Ok(())
     }

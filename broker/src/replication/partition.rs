@@ -97,6 +97,22 @@ pub struct ProposeHandle {
     /// Whether this node is a serving leader: the wait gives up when it turns false.
     serving: watch::Receiver<bool>,
     metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    /// acks=1: the leader's own append of the batch answers, before the commit.
+    local: Option<LocalWait>,
+}
+
+/// An acks=1 proposal's wait for the leader's own append (`LocalAppends`).
+struct LocalWait {
+    appended: oneshot::Receiver<i64>,
+    key: (usize, usize),
+    shared: Arc<PartitionShared>,
+}
+
+impl Drop for LocalWait {
+    fn drop(&mut self) {
+        // Answered, or given up on: either way nobody waits any more.
+        self.shared.local_appends.forget(self.key);
+    }
 }
 
 /// A partition group's voters and learners.
@@ -257,7 +273,20 @@ impl ProposeHandle {
             // Ends when the flag turns false, or the group stops (the sender is dropped).
             let _ = serving.wait_for(|s| !*s).await;
         };
+        // acks=1 is answered by the leader's own append and fsync; if that never comes (the
+        // entry was not appended here, or the wait was lost), by the commit.
+        let appended = self.local.as_mut().map(|l| &mut l.appended);
+        let local = async move {
+            match appended {
+                Some(rx) => match rx.await {
+                    Ok(base_offset) => base_offset,
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
+            base_offset = local => return Ok(PartitionReply { base_offset }),
             r = &mut self.rx => r,
             () = lost => {
                 let m = self.metrics.borrow();
@@ -303,6 +332,7 @@ impl PartitionReplica {
             producers: Mutex::new(Default::default()),
             applied: tokio::sync::Notify::new(),
             producer_expiration_ms: config.producer_expiration_ms,
+            local_appends: Default::default(),
         });
         let store = PartitionLogStore::new(shared.clone());
         let sm = PartitionStateMachine::open(shared.clone());
@@ -663,28 +693,35 @@ impl PartitionReplica {
     }
 
     /// Hands a batch to raft. Calls made in some order are appended in that order.
-    pub async fn propose(&self, batch: Bytes) -> Result<ProposeHandle, ReplicationError> {
+    /// With `local_ack` (acks=1) the handle answers once this leader has its own copy of the
+    /// batch on disk, before the commit, as Kafka answers acks=1 after the leader's append.
+    pub async fn propose(&self, batch: Bytes, local_ack: bool) -> Result<ProposeHandle, ReplicationError> {
         self.check_writable()?;
         self.touch();
+        let local = local_ack.then(|| LocalWait {
+            appended: self.shared.local_appends.register(&batch),
+            key: super::log_store::LocalAppends::key_of(&batch),
+            shared: self.shared.clone(),
+        });
         let rx = self
             .raft
             .client_write_ff(PartitionCommand::Batch(batch))
             .await
             .map_err(|e| ReplicationError::Stopped(e.to_string()))?;
-        Ok(ProposeHandle { rx, producer: None, serving: self.serving.clone(), metrics: self.raft.metrics() })
+        Ok(ProposeHandle { rx, producer: None, serving: self.serving.clone(), metrics: self.raft.metrics(), local })
     }
 
     /// Hands a client's batch to raft after Kafka's producer checks: a batch with a producer
     /// id must be in sequence for its epoch; a retry of a batch already in the log is
     /// answered with the original's offsets and not written again; a retry of one still in
     /// flight waits for it. Batches without a producer id go straight to `propose`.
-    pub async fn propose_batch(&self, header: &BatchHeader, batch: Bytes) -> Result<Proposal, ReplicationError> {
+    pub async fn propose_batch(&self, header: &BatchHeader, batch: Bytes, local_ack: bool) -> Result<Proposal, ReplicationError> {
         // As Kafka, leadership before sequences: otherwise a batch pipelined behind one
         // refused with NOT_LEADER_OR_FOLLOWER would get OUT_OF_ORDER_SEQUENCE_NUMBER, on
         // which librdkafka bumps its epoch and resends, duplicating batches that did commit.
         self.check_writable()?;
         if header.producer_id < 0 {
-            return self.propose(batch).await.map(Proposal::Proposed);
+            return self.propose(batch, local_ack).await.map(Proposal::Proposed);
         }
         let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
         loop {
@@ -704,7 +741,7 @@ impl PartitionReplica {
                 Admission::Append => {
                     self.shared.producers().table.reserve(header);
                     let pid = header.producer_id;
-                    return match self.propose(batch).await {
+                    return match self.propose(batch, local_ack).await {
                         Ok(mut h) => {
                             h.producer = Some((self.shared.clone(), pid));
                             Ok(Proposal::Proposed(h))
