@@ -510,14 +510,14 @@ impl NodeConfig {
         let replica_lag_time_max_ms = parse_num(
             "replica_lag_time_max_ms",
             pick(args.replica_lag_time_max_ms, file.replica_lag_time_max_ms),
-            30_000u64,
+            d.replica_lag_time_max.as_millis() as u64,
             100,
             3_600_000,
         )?;
         let partition_quiet_after_ms = parse_num(
             "partition_quiet_after_ms",
             pick(args.partition_quiet_after_ms, file.partition_quiet_after_ms),
-            2_000u64,
+            d.partition_quiet_after.as_millis() as u64,
             0,
             86_400_000,
         )?;
@@ -529,7 +529,7 @@ impl NodeConfig {
         let leader_imbalance_check_interval_seconds = parse_num(
             "leader_imbalance_check_interval_seconds",
             pick(args.leader_imbalance_check_interval_seconds, file.leader_imbalance_check_interval_seconds),
-            300u64,
+            d.leader_imbalance_check_interval.as_secs(),
             1,
             86_400,
         )?;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::cluster::topic_config::LogSettings;
 use crate::cluster::{
-    BrokerMeta, ClusterState, Controller, ControllerCommand, ControllerSetup, LeaderReport, PartitionMeta, ReportedGroup, TopicMeta,
+    same_members, BrokerMeta, ClusterState, Controller, ControllerCommand, ControllerSetup, LeaderReport, PartitionMeta, ReportedGroup, TopicMeta,
 };
 use crate::config::{join_host_port, parse_host_port, resolve_host, NodeConfig};
 use crate::coordinator::group::GroupConfig;
@@ -355,7 +355,7 @@ impl Node {
         let kind = if marker.commit { ControlType::Commit } else { ControlType::Abort };
         loop {
             let state = self.cluster();
-            let p = state.topics.get(&topic.name).and_then(|t| t.partitions.iter().find(|p| p.index == partition));
+            let p = state.topics.get(&topic.name).and_then(|t| t.partition(partition));
             let leader = p.and_then(|p| self.partition_leader(topic, p)).map(|(l, _)| l);
             let attempt = match (leader, self.replica(topic.id, partition)) {
                 (Some(l), Some(r)) if l == self.config.node_id as u64 => {
@@ -379,6 +379,14 @@ impl Node {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+    }
+
+    /// A partition's preferred replica (its first), when it can take over leadership: its
+    /// node is registered and not fenced, and it is in sync.
+    pub fn preferred_in_sync(&self, topic: &TopicMeta, p: &PartitionMeta) -> Option<u64> {
+        let preferred = *p.replicas.first()?;
+        let live = self.cluster().brokers.get(&preferred).is_some_and(|b| !b.fenced);
+        (live && self.in_sync_replicas(topic, p).contains(&preferred)).then_some(preferred)
     }
 
     /// Asks the leader of a partition (here or elsewhere) to hand its leadership to `to`,
@@ -450,7 +458,7 @@ impl Node {
             let map = self.replicas.read().unwrap_or_else(|p| p.into_inner());
             map.iter()
                 .filter(|((id, index), _)| {
-                    let p = state.topic_by_id(id).and_then(|t| t.partitions.iter().find(|p| p.index == *index));
+                    let p = state.topic_by_id(id).and_then(|t| t.partition(*index));
                     p.is_none_or(|p| !p.hosted_on(me))
                 })
                 .map(|(k, v)| (*k, v.clone()))
@@ -574,7 +582,7 @@ impl Node {
     async fn move_replicas_step(&self, topic: Uuid, partition: i32) -> Result<(), String> {
         let desired_now = |node: &Node| -> Option<BTreeSet<u64>> {
             let state = node.cluster();
-            let p = state.topic_by_id(&topic)?.partitions.iter().find(|p| p.index == partition)?;
+            let p = state.topic_by_id(&topic)?.partition(partition)?;
             Some(p.desired_voters().iter().copied().collect())
         };
         let Some(desired) = desired_now(self) else { return Ok(()) };
@@ -589,7 +597,7 @@ impl Node {
             info!(%topic, partition, nodes = ?missing, "adding replicas as learners");
             r.add_learners(&missing).await.map_err(|e| e.to_string())?;
             let state = self.cluster();
-            let Some(p) = state.topic_by_id(&topic).and_then(|t| t.partitions.iter().find(|p| p.index == partition)) else { return Ok(()) };
+            let Some(p) = state.topic_by_id(&topic).and_then(|t| t.partition(partition)) else { return Ok(()) };
             let report = self.leader_report(topic, p, &r);
             self.controller.propose(ControllerCommand::ReportLeaders(vec![report])).await.map_err(|e| e.to_string())?;
         }
@@ -715,11 +723,6 @@ async fn report_leaders(node: Weak<Node>) {
     }
 }
 
-/// Whether two replica lists name the same nodes.
-fn same_members(a: &[u64], b: &[u64]) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.contains(x))
-}
-
 /// Whether a partition group's membership is not yet `desired` voters and nothing else.
 fn membership_differs(m: &crate::replication::GroupMembership, desired: &[u64]) -> bool {
     m.joint || !m.learners.is_empty() || m.voters.len() != desired.len() || !desired.iter().all(|d| m.voters.contains(d))
@@ -775,10 +778,7 @@ async fn rebalance_leaders(node: Weak<Node>) {
         let moves: Vec<(&TopicMeta, &PartitionMeta)> = crate::cluster::placement::imbalanced(&views, node.config.leader_imbalance_per_broker_percentage)
             .into_iter()
             .map(|i| partitions[i])
-            .filter(|(t, p)| {
-                let preferred = p.replicas[0];
-                state.brokers.get(&preferred).is_some_and(|b| !b.fenced) && node.in_sync_replicas(t, p).contains(&preferred)
-            })
+            .filter(|(t, p)| node.preferred_in_sync(t, p).is_some())
             .collect();
         if moves.is_empty() {
             continue;

@@ -138,15 +138,14 @@ impl PartitionMeta {
     /// order, else the current order, for the preferred leader), and a reassignment whose
     /// target they equal is complete.
     fn record_voters(&mut self, voters: &[u64], learners: Vec<u64>) {
-        let same = |a: &[u64], b: &[u64]| a.len() == b.len() && a.iter().all(|x| b.contains(x));
         if let Some(t) = self.target.take() {
-            if same(&t, voters) {
+            if same_members(&t, voters) {
                 self.replicas = t;
             } else {
                 self.target = Some(t);
             }
         }
-        if !same(&self.replicas, voters) {
+        if !same_members(&self.replicas, voters) {
             let order = |r: &u64| {
                 let in_target = self.target.as_ref().and_then(|t| t.iter().position(|x| x == r));
                 (self.replicas.iter().position(|x| x == r).unwrap_or(usize::MAX), in_target.unwrap_or(usize::MAX), *r)
@@ -309,6 +308,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// Whether two replica lists (each without repeats) name the same nodes, in any order.
+pub fn same_members(a: &[u64], b: &[u64]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}
+
 /// Kafka's collision key: '.' and '_' collide in metric names, so topics differing only
 /// there may not coexist.
 fn collision_key(name: &str) -> String {
@@ -389,18 +393,7 @@ impl ClusterState {
             p.target.take().ok_or_else(|| ClusterError::NoReassignmentInProgress(format!("{name}-{partition}")))?;
             return Ok(Applied::ReassignmentCancelled);
         };
-        if target.is_empty() {
-            return Err(ClusterError::InvalidReplicaAssignment("the replica list is empty".into()));
-        }
-        let mut distinct = target.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if distinct.len() != target.len() {
-            return Err(ClusterError::InvalidReplicaAssignment("the replica list names a broker twice".into()));
-        }
-        if let Some(b) = target.iter().find(|b| !self.brokers.contains_key(b)) {
-            return Err(ClusterError::InvalidReplicaAssignment(format!("broker {b} is not registered")));
-        }
+        self.check_replica_list(&target, &format!("{name}-{partition}"))?;
         let p = self.partition_mut(&name, partition).ok_or_else(unknown)?;
         if !allow_rf_change && target.len() != p.replicas.len() {
             return Err(ClusterError::InvalidReplicationFactor(format!(
@@ -409,9 +402,7 @@ impl ClusterState {
                 target.len()
             )));
         }
-        let mut current = p.replicas.clone();
-        current.sort_unstable();
-        if current == distinct {
+        if same_members(&p.replicas, &target) {
             // The same replicas in another order: only the preferred leader changes.
             p.replicas = target;
             p.target = None;
@@ -487,23 +478,30 @@ impl ClusterState {
         }
         let rf = a[0].len();
         for (i, replicas) in a.iter().enumerate() {
-            if replicas.is_empty() {
-                return Err(ClusterError::InvalidReplicaAssignment(format!("partition {i} has no replicas")));
-            }
+            self.check_replica_list(replicas, &format!("partition {i}"))?;
             if replicas.len() != rf {
                 return Err(ClusterError::InvalidReplicaAssignment(
                     "all partitions must have the same number of replicas".into(),
                 ));
             }
-            let mut seen = replicas.clone();
-            seen.sort_unstable();
-            seen.dedup();
-            if seen.len() != replicas.len() {
-                return Err(ClusterError::InvalidReplicaAssignment(format!("partition {i} lists a broker twice")));
-            }
-            if let Some(b) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
-                return Err(ClusterError::InvalidReplicaAssignment(format!("unknown broker {b} for partition {i}")));
-            }
+        }
+        Ok(())
+    }
+
+    /// One partition's replica list (`what` names it in errors): not empty, no broker
+    /// twice, every broker registered.
+    fn check_replica_list(&self, replicas: &[u64], what: &str) -> Result<(), ClusterError> {
+        if replicas.is_empty() {
+            return Err(ClusterError::InvalidReplicaAssignment(format!("{what} has no replicas")));
+        }
+        let mut seen = replicas.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != replicas.len() {
+            return Err(ClusterError::InvalidReplicaAssignment(format!("{what} lists a broker twice")));
+        }
+        if let Some(b) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
+            return Err(ClusterError::InvalidReplicaAssignment(format!("unknown broker {b} for {what}")));
         }
         Ok(())
     }

@@ -153,9 +153,7 @@ async fn elect(node: &Node, topic: &TopicMeta, p: &PartitionMeta, election_type:
     if leader == Some(preferred) {
         return Ok(false);
     }
-    let state = node.cluster();
-    let live = state.brokers.get(&preferred).is_some_and(|b| !b.fenced);
-    if !live || !node.in_sync_replicas(topic, p).contains(&preferred) {
+    if node.preferred_in_sync(topic, p).is_none() {
         return Err((ResponseError::PreferredLeaderNotAvailable, format!("preferred leader {preferred} is not in sync")));
     }
     node.transfer_leadership(topic, p, preferred)
@@ -192,7 +190,7 @@ pub async fn handle_elect_leaders(node: &Node, req: ElectLeadersRequest, version
             for tp in list {
                 let t = state.topics.get(tp.topic.as_str());
                 for index in &tp.partitions {
-                    let found = t.and_then(|t| t.partitions.iter().find(|p| p.index == *index).map(|p| (t, p)));
+                    let found = t.and_then(|t| t.partition(*index).map(|p| (t, p)));
                     wanted.push((tp.topic.clone(), *index, found));
                 }
             }

@@ -106,7 +106,8 @@ pub(crate) struct LocalAppends {
 }
 
 impl LocalAppends {
-    fn key(batch: &Bytes) -> (usize, usize) {
+    /// A batch's key: its buffer's address and length.
+    pub fn key(batch: &Bytes) -> (usize, usize) {
         (batch.as_ptr() as usize, batch.len())
     }
 
@@ -120,10 +121,10 @@ impl LocalAppends {
         rx
     }
 
-    /// Forgets `batch`'s waiter, if it is still there.
-    pub fn forget(&self, batch: (usize, usize)) {
+    /// Forgets the waiter of the batch with `key`, if it is still there.
+    pub fn forget(&self, key: (usize, usize)) {
         let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        if w.remove(&batch).is_some() {
+        if w.remove(&key).is_some() {
             self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
@@ -137,10 +138,6 @@ impl LocalAppends {
         let tx = w.remove(&Self::key(batch))?;
         self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         Some(tx)
-    }
-
-    pub fn key_of(batch: &Bytes) -> (usize, usize) {
-        Self::key(batch)
     }
 }
 

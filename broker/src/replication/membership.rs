@@ -26,8 +26,7 @@ pub struct GroupTiming {
 }
 
 impl GroupTiming {
-    /// A lone voter sends heartbeats to nobody and elects itself at start (the timings only
-    /// set how often raft's ticker wakes, so they are long).
+    /// A lone voter never waits for others: short timings cost nothing.
     pub const SINGLE_NODE: GroupTiming = GroupTiming { heartbeat_ms: 100, election_min_ms: 300, election_max_ms: 600 };
     /// Between nodes. openraft bounds every AppendEntries, the follower's fsync included,
     /// by the heartbeat interval, and followers refuse votes for the maximum election
@@ -155,15 +154,17 @@ impl GroupMembers {
 /// voters a quorum acknowledged it within the shortest election timeout (a leader cut off
 /// from the others stops serving before they can elect another).
 pub fn serving_leader(m: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
-    if m.state != ServerState::Leader {
-        return false;
-    }
-    let term = m.vote.leader_id().term;
-    if m.last_applied.is_none_or(|l| l.leader_id.term != term) {
+    if !leads_own_term(m) {
         return false;
     }
     let alone = m.membership_config.membership().voter_ids().count() <= 1;
     alone || m.millis_since_quorum_ack.is_some_and(|ms| ms < QUORUM_ACK_MAX_MS)
+}
+
+/// Whether the node these metrics describe leads its group and has applied the first entry
+/// of its own term (the first half of `serving_leader`).
+pub fn leads_own_term(m: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
+    m.state == ServerState::Leader && m.last_applied.is_some_and(|l| l.leader_id.term == m.vote.leader_id().term)
 }
 
 /// How stale a leader's last quorum acknowledgement may be before it stops serving: below

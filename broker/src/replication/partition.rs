@@ -14,7 +14,7 @@ use openraft::{BasicNode, Raft, ServerState};
 use tokio::sync::{oneshot, watch};
 
 use super::log_store::{PartitionLogStore, PartitionShared, RecentEntries};
-use super::membership::{initialize_voters, serving_leader, watch_serving, GroupTiming};
+use super::membership::{initialize_voters, leads_own_term, serving_leader, watch_serving, GroupTiming};
 use super::transport::frame::{GroupId, Kind};
 use super::transport::peer::PeerTransport;
 use super::transport::raft::{decode, encode, GroupNetwork, GroupRouter, InboundGroup};
@@ -448,12 +448,16 @@ impl PartitionReplica {
         if !self.quiet.load(Ordering::SeqCst) {
             return serving_leader(&m);
         }
-        if m.state != ServerState::Leader || m.last_applied.is_none_or(|l| l.leader_id.term != m.vote.leader_id().term) {
-            return false;
-        }
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-        let up = voters.iter().filter(|v| **v == m.id || self.transport.heard_within(**v, QUIET_QUORUM_WITHIN)).count();
-        up * 2 > voters.len()
+        let voters = m.membership_config.membership().voter_ids().count();
+        leads_own_term(&m) && self.voters_heard_within(&m, QUIET_QUORUM_WITHIN).len() * 2 > voters
+    }
+
+    /// The voters (this node among them) whose node answered within `within`, sorted.
+    fn voters_heard_within(&self, m: &openraft::RaftMetrics<u64, BasicNode>, within: Duration) -> Vec<u64> {
+        let mut up: Vec<u64> =
+            m.membership_config.membership().voter_ids().filter(|v| *v == m.id || self.transport.heard_within(*v, within)).collect();
+        up.sort_unstable();
+        up
     }
 
     /// Whether `try_quiesce` may be worth trying: a serving leader, not quiet, not already
@@ -496,7 +500,7 @@ impl PartitionReplica {
     /// Returns whether the group is quiet now.
     pub async fn try_quiesce(&self, idle: Duration) -> bool {
         let start = self.last_active_ms.load(Ordering::SeqCst);
-        if self.is_quiet() || crate::clock::now_ms().saturating_sub(start) < idle.as_millis() as i64 || self.handing_over.load(Ordering::SeqCst) {
+        if !self.may_quiesce(idle) || self.handing_over.load(Ordering::SeqCst) {
             return self.is_quiet();
         }
         let (term, last_index, followers) = {
@@ -596,10 +600,7 @@ impl PartitionReplica {
         if self.is_quiet() {
             // Every voter had the whole log when the group went quiet, and nothing was
             // written since: the voters whose node answers are in sync.
-            let mut isr: Vec<u64> =
-                m.membership_config.membership().voter_ids().filter(|v| *v == m.id || self.transport.heard_within(*v, lag)).collect();
-            isr.sort_unstable();
-            return isr;
+            return self.voters_heard_within(&m, lag);
         }
         let committed = m.last_applied.map(|l| l.index);
         let now = std::time::Instant::now();
@@ -700,7 +701,7 @@ impl PartitionReplica {
         self.touch();
         let local = local_ack.then(|| LocalWait {
             appended: self.shared.local_appends.register(&batch),
-            key: super::log_store::LocalAppends::key_of(&batch),
+            key: super::log_store::LocalAppends::key(&batch),
             shared: self.shared.clone(),
         });
         let rx = self

@@ -224,10 +224,14 @@ impl PeerTransport {
         self.heard.lock().ok().and_then(|h| h.get(&peer).copied()).is_some_and(|t| t.elapsed() < within)
     }
 
+    /// The other nodes whose address is known.
+    fn peer_ids(&self) -> Vec<u64> {
+        self.addresses.lock().map(|a| a.keys().copied().filter(|p| *p != self.node_id).collect()).unwrap_or_default()
+    }
+
     /// Peers with a known address that have not answered within `within`.
     pub fn silent_peers(&self, within: Duration) -> std::collections::HashSet<u64> {
-        let peers: Vec<u64> = self.addresses.lock().map(|a| a.keys().copied().filter(|p| *p != self.node_id).collect()).unwrap_or_default();
-        peers.into_iter().filter(|p| !self.heard_within(*p, within)).collect()
+        self.peer_ids().into_iter().filter(|p| !self.heard_within(*p, within)).collect()
     }
 
     /// Pings every peer with a known address every `every`, so that `heard_within` knows
@@ -242,8 +246,7 @@ impl PeerTransport {
                     _ = stopped.changed() => return,
                 }
                 let Some(transport) = weak.upgrade() else { return };
-                let peers: Vec<u64> = transport.addresses.lock().map(|a| a.keys().copied().filter(|p| *p != transport.node_id).collect()).unwrap_or_default();
-                let pings = peers.into_iter().map(|peer| {
+                let pings = transport.peer_ids().into_iter().map(|peer| {
                     let transport = transport.clone();
                     async move {
                         let _ = transport.request(peer, Kind::Ping, GroupId::Controller, Bytes::new(), every * 3).await;
