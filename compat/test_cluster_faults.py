@@ -101,6 +101,11 @@ class SequenceProducer:
     def acked_count(self):
         return sum(len(v) for v in self.acked.values())
 
+    def wait_for_more(self, n, what, timeout=60):
+        """Until more than `n` further records have been acknowledged."""
+        before = self.acked_count()
+        wait_until(lambda: self.acked_count() > before + n, timeout=timeout, what=what)
+
     def start(self):
         self.thread.start()
         return self
@@ -184,8 +189,7 @@ def test_kill9_of_leaders_under_idempotent_producers_loses_and_duplicates_nothin
     killed = []
     try:
         for k in range(KILLS):
-            before = producer.acked_count()
-            wait_until(lambda: producer.acked_count() > before + 200, timeout=60, what=f"kill {k}: writes going on")
+            producer.wait_for_more(200, f"kill {k}: writes going on")
             leader = current_leader(admin, topic, k % PARTITIONS)
             node = cluster.nodes[leader]
             node.kill9()
@@ -195,8 +199,7 @@ def test_kill9_of_leaders_under_idempotent_producers_loses_and_duplicates_nothin
             # The next kill waits until the restarted node has caught up everywhere, so
             # that a majority of every partition always has the data.
             wait_until(lambda: all_in_sync(admin, topic), timeout=60, what=f"kill {k} of node {leader}: all replicas back in sync")
-        before = producer.acked_count()
-        wait_until(lambda: producer.acked_count() > before + 200, timeout=60, what="writes after the last kill")
+        producer.wait_for_more(200, "writes after the last kill")
     finally:
         producer.finish()
     assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
@@ -213,13 +216,11 @@ def test_rolling_restart_under_load_loses_nothing(cluster_factory):
     producer = SequenceProducer(cluster.bootstrap, topic).start()
     try:
         for node_id, node in cluster.nodes.items():
-            before = producer.acked_count()
-            wait_until(lambda: producer.acked_count() > before + 200, timeout=60, what="writes going on")
+            producer.wait_for_more(200, "writes going on")
             assert node.stop() == 0, f"node {node_id} did not stop cleanly: {node.log_tail()}"
             node.start()
             wait_until(lambda: all_in_sync(admin, topic), timeout=60, what=f"node {node_id} back in sync")
-        before = producer.acked_count()
-        wait_until(lambda: producer.acked_count() > before + 200, timeout=60, what="writes after the restarts")
+        producer.wait_for_more(200, "writes after the restarts")
     finally:
         producer.finish()
     assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
@@ -602,8 +603,7 @@ def test_partitions_move_off_a_node_which_is_then_removed(cluster_factory):
                 sorted(isr) == [1, 2, 3] and leader in (1, 2, 3) for leader, _, isr in s.values()) else None)(
                 partition_states(admin, topic)), timeout=60, what="leaders and full ISR on nodes 1-3")
             assert {p: replicas for p, (_, replicas, _) in states.items()} == {p: sorted(after[p]) for p in after}, states
-            before_more = producer.acked_count()
-            wait_until(lambda: producer.acked_count() > before_more + 500, timeout=60, what="writes after the move")
+            producer.wait_for_more(500, "writes after the move")
         finally:
             producer.finish()
         assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
@@ -670,8 +670,7 @@ def test_preferred_leader_election_gives_leadership_back(cluster_factory):
                 assert err is not None and err.code() == KafkaError.ELECTION_NOT_NEEDED, (tp, err)
         wait_until(lambda: all(leader_of(admin, topic, p) == preferred[p] for p in preferred), timeout=30,
                    what="every partition led by its preferred replica again")
-        before = producer.acked_count()
-        wait_until(lambda: producer.acked_count() > before + 500, timeout=60, what="writes after the election")
+        producer.wait_for_more(500, "writes after the election")
     finally:
         producer.finish()
     assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
@@ -713,8 +712,7 @@ def test_leadership_goes_back_to_preferred_replicas_by_itself(cluster_factory):
         cluster.nodes[restarted].start()
         wait_until(lambda: all(leader_of(admin, topic, p) == preferred[p] for p in preferred), timeout=60,
                    what="leadership back with the preferred replicas")
-        before = producer.acked_count()
-        wait_until(lambda: producer.acked_count() > before + 500, timeout=60, what="writes after the rebalance")
+        producer.wait_for_more(500, "writes after the rebalance")
     finally:
         producer.finish()
     assert not producer.errors, f"delivery errors: {producer.errors[:5]}"
