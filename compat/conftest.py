@@ -44,6 +44,9 @@ class Broker:
     def start(self, timeout=30.0):
         cmd = [str(runnel_binary()), "serve", "--listen", self.bootstrap,
                "--data-dir", str(self.data_dir), *self.args]
+        # RUNNEL_TEST_LOG_LEVEL (a tracing filter such as "info,runnel=debug") for chasing a failure.
+        if os.environ.get("RUNNEL_TEST_LOG_LEVEL"):
+            cmd += ["--log-level", os.environ["RUNNEL_TEST_LOG_LEVEL"]]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()

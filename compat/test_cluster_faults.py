@@ -10,6 +10,8 @@ RUNNEL_FAULT_KILLS sets the number of leader kills (default 20) for a longer soa
 
 import os
 import shutil
+import socket
+import struct
 import threading
 import time
 
@@ -90,7 +92,12 @@ class SequenceProducer:
         start = time.monotonic()
         while not self.stop_flag.is_set():
             p = seq % self.partitions
-            self.producer.produce(self.topic, value=f"{self.prefix}{p}:{seq // self.partitions:09d}".encode(), partition=p, on_delivery=self._report)
+            try:
+                self.producer.produce(self.topic, value=f"{self.prefix}{p}:{seq // self.partitions:09d}".encode(), partition=p, on_delivery=self._report)
+            except BufferError:
+                # librdkafka's queue is full (nothing acknowledged for a while): wait for room.
+                self.producer.poll(0.1)
+                continue
             seq += 1
             self.sent = seq
             self.producer.poll(0)
@@ -293,6 +300,50 @@ def segment_bytes(node, topic, partition):
     return b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
 
 
+def raw_produce(sock, topic, partition, value, timeout_ms=10000):
+    """Sends one acks=all Produce v3 with one record over `sock` (a socket connected to one
+    node) and returns the partition's error code, or None when the node closed the
+    connection without answering."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
+                                        producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    builder.append(0, timestamp=int(time.time() * 1000), key=None, value=value, headers=[])
+    batch = bytes(builder.build())
+
+    def string(text):
+        b = text.encode()
+        return struct.pack(">h", len(b)) + b
+
+    client = b"runnel-compat"
+    body = struct.pack(">hhih", 0, 3, 11, len(client)) + client
+    body += struct.pack(">hhi", -1, -1, timeout_ms)  # no transactional id, acks=all, timeout
+    body += struct.pack(">i", 1) + string(topic) + struct.pack(">ii", 1, partition) + struct.pack(">i", len(batch)) + batch
+    sock.sendall(struct.pack(">i", len(body)) + body)
+    try:
+        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
+        frame = _recv_exact(sock, size)
+    except ConnectionError:
+        return None
+    # correlation id; [topic name, [partition, error code, base offset, append time]]; throttle
+    (correlation,) = struct.unpack_from(">i", frame)
+    assert correlation == 11
+    pos = 4 + 4
+    name_len = struct.unpack_from(">h", frame, pos)[0]
+    pos += 2 + name_len + 4
+    _index, error = struct.unpack_from(">ih", frame, pos)
+    return error
+
+
+def refuses_clients(port):
+    """Whether the node on `port` closes a new client connection without answering."""
+    try:
+        metadata_from(port, "any", timeout=5)
+        return False
+    except OSError:  # ConnectionError included
+        return True
+
+
 def test_isolated_leader_acknowledges_nothing_and_rejoins_without_divergence(cluster_factory):
     cluster = cluster_factory(3, *CLUSTER_ARGS, proxied=True)
     admin = admin_client(cluster.bootstrap)
@@ -301,17 +352,23 @@ def test_isolated_leader_acknowledges_nothing_and_rejoins_without_divergence(clu
     old = current_leader(admin, topic, 0)
     majority = [n for n in cluster.nodes if n != old]
     majority_bootstrap = ",".join(cluster.nodes[n].bootstrap for n in majority)
-    majority_admin = admin_client(majority_bootstrap)
+    # Clients of the old leader from before the cut: a stock producer that knows only the
+    # old leader's address (it learns the others from Metadata), and a raw connection.
+    stranded = Producer({"bootstrap.servers": cluster.nodes[old].bootstrap, "acks": "all", "linger.ms": 0,
+                         "message.timeout.ms": 60000, "enable.idempotence": True})
+    stranded.list_topics(topic, timeout=10)
+    raw = socket.create_connection(("127.0.0.1", cluster.nodes[old].port), timeout=30)
 
     cluster.isolate(old)
     cut_at = time.monotonic()
-    # The minority side: a producer that only knows the old leader gets no acknowledgement.
-    minority = Producer({"bootstrap.servers": cluster.nodes[old].bootstrap, "acks": "all", "linger.ms": 0,
-                         "message.timeout.ms": 6000, "enable.idempotence": False})
-    minority_results = []
+    # The minority side acknowledges nothing: the old leader cannot commit a write.
+    with raw:
+        answer = raw_produce(raw, topic, 0, b"minority-raw")
+    assert answer != 0, "the isolated old leader acknowledged a write"
+    stranded_results = []
     for i in range(50):
-        minority.produce(topic, value=f"minority-{i}".encode(), partition=0,
-                         on_delivery=lambda err, msg: minority_results.append(err))
+        stranded.produce(topic, value=f"minority-{i}".encode(), partition=0,
+                         on_delivery=lambda err, msg: stranded_results.append(err))
     # The majority side elects a new leader within a few seconds.
     def majority_leader():
         views = {metadata_from(cluster.nodes[n].port, topic).get(0, (None, -1))[1] for n in majority}
@@ -320,22 +377,27 @@ def test_isolated_leader_acknowledges_nothing_and_rejoins_without_divergence(clu
     new = wait_until(majority_leader, timeout=15, interval=0.2, what="a new leader on the majority side")
     elected_after = time.monotonic() - cut_at
     assert elected_after < 10, f"new leader after {elected_after:.1f}s"
+    # Cut off from the majority, the old leader stops serving clients, so that they move on.
+    wait_until(lambda: refuses_clients(cluster.nodes[old].port), timeout=10, what="the old leader to refuse clients")
     producer = SequenceProducer(majority_bootstrap, topic, rate=2000, partitions=1).start()
     wait_until(lambda: producer.acked_count() > 500, timeout=30, what="writes on the majority side")
-    minority.flush(30)
-    assert len(minority_results) == 50 and all(e is not None for e in minority_results), \
-        f"the isolated old leader acknowledged {sum(e is None for e in minority_results)} records"
-    # The old leader stepped down: its own Metadata no longer names it the leader.
-    wait_until(lambda: metadata_from(cluster.nodes[old].port, topic)[0][1] != old, timeout=10,
-               what="the old leader to stop calling itself leader")
+    # The stranded producer found the new leader through the other nodes.
+    stranded.flush(60)
+    assert len(stranded_results) == 50 and all(e is None for e in stranded_results), \
+        f"the stranded producer's deliveries: {stranded_results[:5]}"
 
     cluster.heal()
     wait_until(lambda: all_in_sync(admin, topic, partitions=1), timeout=60, what="the old leader back in sync")
+    # In contact again, the old leader serves clients and names the new leader.
+    wait_until(lambda: not refuses_clients(cluster.nodes[old].port) and metadata_from(cluster.nodes[old].port, topic)[0][1] != old,
+               timeout=15, what="the old leader serving again, as a follower")
     producer.finish()
     assert not producer.errors, producer.errors[:5]
-    got = read_all_in_group(majority_bootstrap, topic, "split-verify", {0: len(producer.acked[0])})
-    check_exactly_once_in_order(producer.acked, got)
-    assert not any(v.startswith(b"minority") for _, v in got[0])
+    got = read_all_in_group(majority_bootstrap, topic, "split-verify", {0: len(producer.acked[0]) + 50})
+    check_exactly_once_in_order(producer.acked, {0: [(o, v) for o, v in got[0] if not v.startswith(b"minority")]})
+    stranded_values = [v for _, v in got[0] if v.startswith(b"minority-")]
+    assert sorted(stranded_values) == sorted(f"minority-{i}".encode() for i in range(50)), "each stranded record once"
+    assert b"minority-raw" not in {v for _, v in got[0]}, "the write the old leader took survived the cut"
     # No replica diverged: once caught up, every node holds the same bytes.
     wait_until(lambda: len({segment_bytes(n, topic, 0) for n in cluster.nodes.values()}) == 1, timeout=30,
                what="identical segment files on every replica")
@@ -514,7 +576,6 @@ def test_a_node_that_stops_answering_is_fenced_and_gets_no_new_replicas(cluster_
 
 def producer_epochs(node, topic, partition):
     """The (producer id, epoch) pairs of the record batches in a replica's segment files."""
-    import struct
     seen = set()
     for f in sorted((node.data_dir / "partitions" / f"{topic}-{partition}").glob("*.log")):
         data, pos = f.read_bytes(), 0
@@ -530,9 +591,6 @@ def producer_epochs(node, topic, partition):
 
 def unregister_broker(port, broker_id, timeout=5.0):
     """UnregisterBroker v0 sent by hand (no stock Python client has it): the error code."""
-    import socket
-    import struct
-
     client = b"runnel-compat"
     # Header v2: api key, version, correlation id, client id (int16 string), no tagged fields.
     body = struct.pack(">hhih", 64, 0, 7, len(client)) + client + b"\x00"
@@ -551,7 +609,8 @@ def _recv_exact(s, n):
     data = b""
     while len(data) < n:
         chunk = s.recv(n - len(data))
-        assert chunk, "connection closed"
+        if not chunk:
+            raise ConnectionError("connection closed")
         data += chunk
     return data
 

@@ -87,7 +87,7 @@ async fn run(config: &mut NodeConfig) -> anyhow::Result<()> {
         max_inflight_requests: config.max_inflight_requests,
     };
     let dispatcher = Arc::new(Dispatcher::new(node.clone()));
-    let server = tokio::spawn(serve(listener, dispatcher, limits, shutdown_rx));
+    let server = tokio::spawn(serve(listener, dispatcher, limits, shutdown_rx, node.serving_clients()));
     info!(listen = %bound, advertise = %format!("{}:{}", config.advertise_host, config.advertise_port), "ready");
 
     wait_for_signal().await;

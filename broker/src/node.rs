@@ -70,6 +70,9 @@ pub struct Node {
     /// Held while a topic creation checks the capacity and proposes, so that concurrent
     /// creations cannot both pass the check.
     pub topic_creation: AsyncMutex<()>,
+    /// Whether clients are served: false while the node is cut off from a majority of the
+    /// controller voters (`watch_cluster_contact`). Always true on a single node.
+    serving_clients: tokio::sync::watch::Sender<bool>,
 }
 
 /// Files each hosted partition keeps open: the active segment's `.log`, `.entries`,
@@ -259,6 +262,7 @@ impl Node {
             producer_ids: AsyncMutex::new((0, 0)),
             partition_capacity,
             topic_creation: AsyncMutex::new(()),
+            serving_clients: tokio::sync::watch::Sender::new(true),
         });
         node.reconcile().await?;
         remove_orphan_partition_dirs(&node.config.data_dir, &node.controller.state());
@@ -281,6 +285,7 @@ impl Node {
         }
         if node.is_clustered() {
             node.members.transport.start_pings(PING_INTERVAL);
+            tokio::spawn(watch_cluster_contact(Arc::downgrade(&node)));
             tokio::spawn(report_leaders(Arc::downgrade(&node)));
             if node.config.auto_leader_rebalance_enable {
                 tokio::spawn(rebalance_leaders(Arc::downgrade(&node)));
@@ -297,6 +302,11 @@ impl Node {
     /// Whether other nodes may exist (voters were configured).
     pub fn is_clustered(&self) -> bool {
         !self.members.voters.is_empty()
+    }
+
+    /// Follows whether this node serves clients (see `watch_cluster_contact`).
+    pub fn serving_clients(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.serving_clients.subscribe()
     }
 
     /// Points the transport at every registered node's raft endpoint (voters excepted).
@@ -731,6 +741,52 @@ fn membership_differs(m: &crate::replication::GroupMembership, desired: &[u64]) 
 /// How often each node pings every other (`PeerTransport::start_pings`): quiet partition
 /// groups learn from these pings whether their leader's node is up.
 const PING_INTERVAL: Duration = Duration::from_millis(300);
+/// A voter not heard from for this long does not count towards reaching the cluster.
+const CONTACT_WINDOW: Duration = Duration::from_secs(1);
+/// How long a node may go without reaching a majority of the controller voters before it
+/// stops serving clients.
+const CUT_OFF_AFTER: Duration = Duration::from_secs(3);
+/// How often contact with the controller voters is looked at.
+const CONTACT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Whether `me` and the voters `heard` from make a majority of `voters`.
+fn reaches_majority(voters: &[u64], me: u64, heard: impl Fn(u64) -> bool) -> bool {
+    let reached = voters.iter().filter(|v| **v == me || heard(**v)).count();
+    reached * 2 > voters.len()
+}
+
+/// A node cut off from a majority of the controller voters can neither commit writes nor
+/// learn who leads now, yet clients that reach it would keep asking it (librdkafka takes
+/// its metadata from a broker it is connected to, and this one would answer "no leader"
+/// for as long as the cut lasts). After `CUT_OFF_AFTER` without a majority it closes its
+/// client connections and refuses new ones, so that clients go to the nodes that can
+/// serve them, as they do when a broker is down; it serves again as soon as it reaches a
+/// majority. Raft traffic between nodes is not affected.
+async fn watch_cluster_contact(node: Weak<Node>) {
+    let mut last_contact = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(CONTACT_CHECK_INTERVAL).await;
+        let Some(node) = node.upgrade() else { return };
+        let me = node.config.node_id as u64;
+        let transport = &node.members.transport;
+        if reaches_majority(&node.members.voters, me, |v| transport.heard_within(v, CONTACT_WINDOW)) {
+            last_contact = tokio::time::Instant::now();
+        }
+        let serving = last_contact.elapsed() < CUT_OFF_AFTER;
+        if node.serving_clients.send_if_modified(|s| std::mem::replace(s, serving) != serving) {
+            metrics::gauge!("runnel_cluster_cut_off").set(if serving { 0.0 } else { 1.0 });
+            if serving {
+                info!("in contact with a majority of the controller voters again; serving clients");
+            } else {
+                warn!(
+                    after_ms = CUT_OFF_AFTER.as_millis() as u64,
+                    "cut off from a majority of the controller voters; closing client connections and refusing new ones until contact returns"
+                );
+            }
+        }
+    }
+}
+
 /// How often replicas are looked at for going quiet or waking.
 const QUIET_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -855,5 +911,18 @@ mod tests {
         let id = base64_url(Uuid::new_v4().as_bytes());
         assert_eq!(id.len(), 22);
         assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn a_node_reaches_the_cluster_with_a_majority_of_voters_counting_itself() {
+        let voters = [1, 2, 3];
+        assert!(reaches_majority(&voters, 1, |v| v == 2), "itself and one more of three");
+        assert!(!reaches_majority(&voters, 1, |_| false), "itself alone");
+        // A node that is not a voter needs two of three voters.
+        assert!(!reaches_majority(&voters, 4, |v| v == 2));
+        assert!(reaches_majority(&voters, 4, |v| v != 3));
+        // Four voters: three are needed.
+        assert!(!reaches_majority(&[1, 2, 3, 4], 1, |v| v == 2));
+        assert!(reaches_majority(&[1, 2, 3, 4], 1, |v| v != 4));
     }
 }

@@ -8,6 +8,7 @@
 //! with no request for `idle_timeout` is closed, and so is one that takes longer than
 //! `request_read_timeout` to send the rest of a request it has begun. A request's buffer
 //! grows with the bytes that actually arrive, never to its declared length up front.
+//! A node cut off from its cluster closes its connections at once (`serving` turns false).
 
 use std::time::Duration;
 
@@ -89,6 +90,7 @@ pub(super) async fn run_connection(
     dispatcher: Arc<Dispatcher>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
+    mut serving: watch::Receiver<bool>,
 ) {
     // Kafka reports a member's host as "/<ip>".
     let client_host = stream.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
@@ -96,10 +98,15 @@ pub(super) async fn run_connection(
     let (tx, rx) = mpsc::channel::<ResponseFuture>(limits.max_inflight_requests);
     let writer_task = tokio::spawn(write_responses(writer, rx, limits.max_inflight_requests));
     debug!("connection open");
+    let mut cut_off = false;
     loop {
         let next = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
+            _ = serving.wait_for(|s| !*s) => {
+                cut_off = true;
+                break;
+            }
             r = read_frame(&mut reader, limits.max_request_bytes, limits.idle_timeout, limits.request_read_timeout) => r,
         };
         let frame = match next {
@@ -136,6 +143,13 @@ pub(super) async fn run_connection(
         }
     }
     drop(tx);
+    if cut_off {
+        // The node is cut off from the cluster (`Node::serving_clients`): responses still
+        // due may wait for commits that cannot happen; the client retries elsewhere.
+        writer_task.abort();
+        debug!("cut off from the cluster; connection closed");
+        return;
+    }
     // Let the writer send every response to requests already read, then close.
     let _ = writer_task.await;
     debug!("connection closed");

@@ -1,4 +1,5 @@
-//! The accept loop: bounded connection count and orderly shutdown.
+//! The accept loop: bounded connection count, orderly shutdown, and no clients while the
+//! node is cut off from its cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +23,14 @@ pub struct ListenerLimits {
 }
 
 /// Accepts connections until `shutdown` turns true, then waits for every connection to
-/// finish the requests it has already read.
+/// finish the requests it has already read. While `serving` is false (a node cut off from
+/// its cluster) new connections are closed at once and open ones are closed.
 pub async fn serve(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
     limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
+    serving: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let conn_limits = ConnectionLimits {
@@ -52,6 +55,11 @@ pub async fn serve(
                         continue;
                     }
                 };
+                if !*serving.borrow() {
+                    metrics::counter!("runnel_server_connections_refused_cut_off_total").increment(1);
+                    drop(stream);
+                    continue;
+                }
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     warn!(%peer, max = limits.max_connections, "connection limit reached; closing new connection");
                     metrics::counter!("runnel_server_connections_rejected_total").increment(1);
@@ -61,11 +69,12 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let dispatcher = dispatcher.clone();
                 let shutdown = shutdown.clone();
+                let serving = serving.clone();
                 let limits = conn_limits.clone();
                 let span = tracing::info_span!("conn", %peer);
                 tasks.spawn(async move {
                     metrics::gauge!("runnel_server_connections").increment(1.0);
-                    run_connection(stream, dispatcher, limits, shutdown).await;
+                    run_connection(stream, dispatcher, limits, shutdown, serving).await;
                     metrics::gauge!("runnel_server_connections").decrement(1.0);
                     drop(permit);
                 }.instrument(span));
