@@ -18,7 +18,7 @@ use crate::cluster::{
 };
 use crate::config::{join_host_port, parse_host_port, resolve_host, NodeConfig};
 use crate::coordinator::group::GroupConfig;
-use crate::coordinator::transactions::{TransactionCoordinator, TxnConfig, TxnHost};
+use crate::coordinator::transactions::{PartitionCheck, TransactionCoordinator, TxnConfig, TxnHost};
 use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::log::ControlType;
 use crate::log::LogConfig;
@@ -86,6 +86,49 @@ const RESERVED_FILES: usize = 256;
 pub fn partitions_for_file_limit(limit: u64) -> usize {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     limit.saturating_sub(RESERVED_FILES) / 2 / FILES_PER_PARTITION
+}
+
+/// What one node asks the transaction coordinator on another (`Kind::Forward` on the
+/// coordinator group).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum CoordinatorRequest {
+    /// KIP-890 part 1, from a partition's leader: may this producer's transactional batch
+    /// be written to the partition? Answer: `Result<PartitionCheck, String>`, an error when
+    /// the node asked does not coordinate transactions (any more).
+    VerifyTxnPartition { producer_id: i64, epoch: i16, topic: String, partition: i32 },
+}
+
+/// How long a partition leader waits for the transaction coordinator on another node to
+/// verify a transactional batch.
+const TXN_VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The coordinator group's end of the transport: raft RPCs, and requests from other nodes
+/// for the transaction coordinator.
+struct CoordinatorInbound {
+    raft: Arc<dyn crate::replication::transport::raft::InboundGroup>,
+    node: Weak<Node>,
+}
+
+impl crate::replication::transport::raft::InboundGroup for CoordinatorInbound {
+    fn handle(&self, kind: Kind, body: bytes::Bytes) -> futures::future::BoxFuture<'static, Result<bytes::Bytes, String>> {
+        if kind != Kind::Forward {
+            return self.raft.handle(kind, body);
+        }
+        let node = self.node.clone();
+        Box::pin(async move {
+            let node = node.upgrade().ok_or("the node is stopping")?;
+            let answer = match decode::<CoordinatorRequest>("coordinator request", &body)? {
+                CoordinatorRequest::VerifyTxnPartition { producer_id, epoch, topic, partition } => {
+                    if node.transactions.is_active() {
+                        Ok(node.transactions.check_partition(producer_id, epoch, &topic, partition))
+                    } else {
+                        Err(format!("node {} does not coordinate transactions", node.config.node_id))
+                    }
+                }
+            };
+            encode::<Result<PartitionCheck, String>>(&answer)
+        })
+    }
 }
 
 /// The node as the transaction coordinator sees it: producer ids from the controller,
@@ -264,6 +307,10 @@ impl Node {
             topic_creation: AsyncMutex::new(()),
             serving_clients: tokio::sync::watch::Sender::new(true),
         });
+        node.members.router.register(
+            GroupId::Coordinator,
+            Arc::new(CoordinatorInbound { raft: node.coordinator.raft_inbound(), node: Arc::downgrade(&node) }),
+        );
         node.reconcile().await?;
         remove_orphan_partition_dirs(&node.config.data_dir, &node.controller.state());
         node.transactions.start_timer();
@@ -419,6 +466,28 @@ impl Node {
 
     pub fn replica(&self, topic_id: Uuid, partition: i32) -> Option<Arc<PartitionReplica>> {
         self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&(topic_id, partition)).cloned()
+    }
+
+    /// KIP-890 part 1: whether the transaction coordinator, here or on the node leading the
+    /// coordinator group, has `partition` in the producer's open transaction. An error when
+    /// no coordinator could answer (none elected, loading, unreachable).
+    pub async fn check_txn_partition(&self, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Result<PartitionCheck, String> {
+        if self.transactions.is_active() {
+            return Ok(self.transactions.check_partition(producer_id, epoch, topic, partition));
+        }
+        let leader = match self.coordinator.leader() {
+            Some((l, _)) if l != self.config.node_id as u64 => l,
+            Some(_) => return Err("the transaction coordinator is loading".into()),
+            None => return Err("no transaction coordinator is elected".into()),
+        };
+        let request = CoordinatorRequest::VerifyTxnPartition { producer_id, epoch, topic: topic.to_string(), partition };
+        let reply = self
+            .members
+            .transport
+            .request(leader, Kind::Forward, GroupId::Coordinator, encode(&request)?, TXN_VERIFY_TIMEOUT)
+            .await
+            .map_err(|e| format!("transaction coordinator on node {leader}: {e}"))?;
+        decode::<Result<PartitionCheck, String>>("verification answer", &reply).and_then(|r| r)
     }
 
     /// A producer id never handed out before, from this node's block (a new block is

@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{create_topic, produce, producer_batch, s, Broker, Client};
+use common::{cluster, create_topic, produce, producer_batch, s, wait_for, Broker, Client};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::*;
@@ -280,4 +280,61 @@ fn reinitialising_with_the_current_epoch_bumps_it_and_a_lost_answer_is_repeated(
     assert_eq!(init(&mut c, pid, 7).0, PRODUCER_FENCED);
     // Without an id and epoch (a new producer instance): bumped again.
     assert_eq!(init(&mut c, -1, -1), (0, pid, 2));
+}
+
+/// The node leading each partition of `topic`, by partition index (waits for them all).
+fn partition_leaders(c: &mut Client, topic: &str, partitions: usize) -> Vec<i32> {
+    let mut leaders = Vec::new();
+    wait_for("a leader for every partition", || {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s(topic))))]));
+        let ResponseKind::Metadata(m) = c.request(ApiKey::Metadata, 12, RequestKind::Metadata(req)) else { return false };
+        let mut parts: Vec<(i32, i32)> = m.topics.first().map(|t| t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()).unwrap_or_default();
+        parts.sort_unstable();
+        leaders = parts.into_iter().map(|(_, l)| l).collect();
+        leaders.len() == partitions && leaders.iter().all(|l| *l > 0)
+    });
+    leaders
+}
+
+#[test]
+fn a_transactional_batch_is_verified_with_the_coordinator_on_another_node() {
+    let nodes = cluster(3, &[]);
+    let mut c = nodes[0].client();
+    // Where the transaction coordinator is: FindCoordinator for the transactional id.
+    let mut coordinator = -1;
+    wait_for("a transaction coordinator", || {
+        let req = FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![s("app")]);
+        let ResponseKind::FindCoordinator(r) = c.request(ApiKey::FindCoordinator, 4, RequestKind::FindCoordinator(req)) else { return false };
+        coordinator = r.coordinators[0].node_id.0;
+        r.coordinators[0].error_code == 0
+    });
+    // Three single-replica partitions spread over the nodes: one is led elsewhere.
+    assert_eq!(create_topic(&mut c, "verified", 3, &[]).topics[0].error_code, 0);
+    let leaders = partition_leaders(&mut c, "verified", 3);
+    let partition = leaders.iter().position(|l| *l != coordinator).expect("a partition not led by the coordinator") as i32;
+    let leader_node = &nodes[leaders[partition as usize] as usize - 1];
+    let mut txn = nodes[coordinator as usize - 1].client();
+    let mut at_leader = leader_node.client();
+
+    let init = init_producer_id(&mut txn, Some("app"), 60_000);
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    // Not added to the transaction: refused by the partition's leader after asking the
+    // coordinator on the other node, so no transaction can hang the partition.
+    let early = produce(&mut at_leader, 9, "verified", partition, producer_batch(pid, epoch, 0, 3, true), -1).expect("response");
+    assert_eq!(early.error_code, INVALID_TXN_STATE);
+    assert_eq!(add_partition(&mut txn, "app", pid, epoch, "verified", partition), 0);
+    let added = produce(&mut at_leader, 9, "verified", partition, producer_batch(pid, epoch, 0, 3, true), -1).expect("response");
+    assert_eq!(added.error_code, 0);
+    assert_eq!(end_txn(&mut txn, "app", pid, epoch, true), 0);
+    // The next transaction needs the partition added again.
+    let next = produce(&mut at_leader, 9, "verified", partition, producer_batch(pid, epoch, 3, 1, true), -1).expect("response");
+    assert_eq!(next.error_code, INVALID_TXN_STATE);
+    // A fenced producer (the transactional id was initialised again) is told so.
+    let newer = init_producer_id(&mut txn, Some("app"), 60_000);
+    assert!(newer.producer_epoch > epoch);
+    assert_eq!(add_partition(&mut txn, "app", pid, newer.producer_epoch, "verified", partition), 0);
+    let stale = produce(&mut at_leader, 9, "verified", partition, producer_batch(pid, epoch, 3, 1, true), -1).expect("response");
+    assert_eq!(stale.error_code, INVALID_PRODUCER_EPOCH);
 }

@@ -230,6 +230,12 @@ impl GroupCoordinator {
         self.active.subscribe()
     }
 
+    /// The coordinator group's raft end of the transport, for a wrapper that also answers
+    /// requests forwarded from other nodes (`node::CoordinatorInbound`).
+    pub fn raft_inbound(&self) -> Arc<dyn crate::replication::transport::raft::InboundGroup> {
+        Arc::new(self.raft.clone())
+    }
+
     /// The coordinator group's leader as this node knows it, and its epoch (the raft term).
     pub fn leader(&self) -> Option<(u64, i32)> {
         let m = self.raft.metrics();

@@ -88,8 +88,9 @@ async fn follow_leadership(coordinator: Weak<TransactionCoordinator>, mut leader
     }
 }
 
-/// Whether a transactional batch may be written to a partition (KIP-890 part 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a transactional batch may be written to a partition (KIP-890 part 1). Sent
+/// between nodes when the partition's leader is not the transaction coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PartitionCheck {
     /// The producer's open transaction includes the partition.
     Added,

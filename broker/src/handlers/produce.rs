@@ -75,7 +75,7 @@ async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>,
         return Submitted::Failed(ResponseError::InvalidRecord, "clients may not write control batches".into());
     }
     let header = batch.header;
-    if let Some(refusal) = verify_transactional(node, &replica, &header, topic_name, partition) {
+    if let Some(refusal) = verify_transactional(node, &replica, &header, topic_name, partition).await {
         return refusal;
     }
     let append_time = settings.log_append_time.then(now_ms);
@@ -108,23 +108,22 @@ async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>,
 
 /// KIP-890 part 1: the first transactional batch of a producer on a partition must belong
 /// to a transaction that AddPartitionsToTxn told the coordinator about; otherwise no marker
-/// would ever end it and read_committed consumers would stall at it for good.
-fn verify_transactional(node: &Node, replica: &PartitionReplica, h: &BatchHeader, topic: &str, partition: i32) -> Option<Submitted> {
+/// would ever end it and read_committed consumers would stall at it for good. The
+/// coordinator may be on another node (`Node::check_txn_partition`); when it cannot answer,
+/// the batch is refused with NOT_ENOUGH_REPLICAS, which clients retry (as Kafka does with
+/// verification errors).
+async fn verify_transactional(node: &Node, replica: &PartitionReplica, h: &BatchHeader, topic: &str, partition: i32) -> Option<Submitted> {
     if !h.is_transactional() || h.producer_id < 0 || replica.has_open_transaction(h.producer_id) {
         return None;
     }
-    // The check reads the transaction coordinator's memory; a partition led elsewhere in a
-    // cluster cannot ask it yet, and lets the batch through (documented gap).
-    if !node.transactions.is_active() {
-        return None;
-    }
-    match node.transactions.check_partition(h.producer_id, h.producer_epoch, topic, partition) {
-        PartitionCheck::Added => None,
-        PartitionCheck::StaleEpoch => Some(Submitted::Failed(ResponseError::InvalidProducerEpoch, "the producer was fenced".into())),
-        PartitionCheck::NotAdded => Some(Submitted::Failed(
+    match node.check_txn_partition(h.producer_id, h.producer_epoch, topic, partition).await {
+        Ok(PartitionCheck::Added) => None,
+        Ok(PartitionCheck::StaleEpoch) => Some(Submitted::Failed(ResponseError::InvalidProducerEpoch, "the producer was fenced".into())),
+        Ok(PartitionCheck::NotAdded) => Some(Submitted::Failed(
             ResponseError::InvalidTxnState,
             format!("partition {topic}-{partition} was not added to the producer's transaction"),
         )),
+        Err(e) => Some(Submitted::Failed(ResponseError::NotEnoughReplicas, format!("cannot verify the transaction: {e}"))),
     }
 }
 

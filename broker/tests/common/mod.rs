@@ -12,8 +12,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    produce_response, ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind, TopicName,
+    produce_response, ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, ProduceRequest, RequestHeader,
+    RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
@@ -146,6 +146,36 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// `n` nodes of one cluster on loopback (node ids 1..=n, all controller voters), each
+/// listening for clients; returns once every node is registered.
+pub fn cluster(n: usize, args: &[&str]) -> Vec<Broker> {
+    let raft_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let voters = raft_ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
+    let nodes: Vec<Broker> = (0..n)
+        .map(|i| {
+            let (id, raft) = ((i + 1).to_string(), format!("127.0.0.1:{}", raft_ports[i]));
+            let mut all = vec!["--node-id", id.as_str(), "--raft-listen", raft.as_str(), "--voters", voters.as_str()];
+            all.extend_from_slice(args);
+            Broker::start(&all)
+        })
+        .collect();
+    let mut c = nodes[0].client();
+    wait_for("every node registered", || match c.request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(None))) {
+        ResponseKind::Metadata(m) => m.brokers.len() == n,
+        _ => false,
+    });
+    nodes
+}
+
+/// Polls `done` every 100 ms for up to 60 s; panics naming `what` if it never holds.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
