@@ -5,9 +5,10 @@
 # acks=-1 x 1 and 16 partitions x 100-byte and 1 KiB records; produce and end-to-end
 # latency at 5 and 50 MB/s; for reference the same with --log-fsync=never; consume of
 # 1 GB; partition scale at 1,000 and 10,000 partitions (or as many as the broker's
-# open-file limit allows, with the reason recorded). Three nodes: not possible yet
-# (multi-node is a later issue); the script says so and runs nothing for it.
-# Takes about 5 minutes on 2 cores.
+# open-file limit allows, with the reason recorded). Three nodes (a cluster spawned
+# with --nodes 3, replication factor 3): produce at acks=-1 x 1 and 16 partitions x
+# 100-byte and 1 KiB records, and partition scale at 1,000 and 10,000 partitions (or as
+# many as each node's open-file limit allows). Takes about 8 minutes on 2 cores.
 #
 # Environment:
 #   RUNNEL_BENCH_SKIP_BUILD=1     use the binaries already in $CARGO_TARGET_DIR/release
@@ -109,7 +110,24 @@ if [ -n "$fit" ] && [ "$fit" -gt 1000 ]; then
   run "6-partitions-$(printf %05d "$fit")" partitions "${SPAWN[@]}" --partitions "$fit"
 fi
 
-echo "== three nodes, acks=-1: NOT RUN. Runnel has no multi-node cluster yet (a later issue); no figures are given."
+echo "== three nodes, acks=-1 (replication factor 3)"
+THREE=("${SPAWN[@]}" --nodes 3 --broker-arg=--default-replication-factor=3)
+for p in 1 16; do
+  for size in 100 1024; do
+    run "$(printf '7-produce-3nodes-acks-1-p%02d-s%04d' "$p" "$size")" produce "${THREE[@]}" --acks -1 --partitions "$p" --record-size "$size" --duration-s "$DURATION"
+  done
+done
+
+echo "== partition scale (three nodes, replication factor 3)"
+# Idle partition groups go quiet after 2 s without writes, a few hundred at a time:
+# settle longer than on one node before idle CPU is measured.
+run "8-partitions-3nodes-01000" partitions "${THREE[@]}" --partitions 1000 --settle-s 15
+run "8-partitions-3nodes-10000" partitions "${THREE[@]}" --partitions 10000 --settle-s 15
+fit=$(grep -o '"max_feasible_partitions": [0-9]*' 8-partitions-3nodes-10000.json | grep -o '[0-9]*$' || true)
+if [ -n "$fit" ] && [ "$fit" -gt 1000 ]; then
+  echo "10,000 partitions on three nodes do not fit this machine's open-file limit; running $fit"
+  run "8-partitions-3nodes-$(printf %05d "$fit")" partitions "${THREE[@]}" --partitions "$fit" --settle-s 15
+fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 {
@@ -178,9 +196,13 @@ move between runs of the same configuration.${NOTE:+ $NOTE}
 
 ## Three nodes
 
-Not run. Runnel has no multi-node cluster yet (a later issue), so there are no
-three-node figures (acks=-1 throughput, latency, CPU); they will be added with the
-cluster issue.
+Rows with 3 nodes come from a cluster of three broker processes on this same machine
+(\`--nodes 3\`: node ids 1 to 3, all controller voters, every topic with replication
+factor 3), spawned fresh for each run. Broker CPU, cores, RSS, threads and open files are
+the sums over the three processes. Producers send each partition's batches to its leader;
+acks=-1 is answered once two of the three replicas have the batch fsynced. Three brokers
+that each write and fsync every byte share the two cores and the disk with the client, so
+this measures the cost of replication on one machine, not a cluster of three machines.
 
 EOF
   ./runnel-bench report ./*.json

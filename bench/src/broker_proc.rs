@@ -1,6 +1,7 @@
-//! The broker as a process: starting one on a free loopback port with a fresh data
-//! directory (and stopping exactly that pid afterwards), and reading its CPU time and
-//! memory from /proc. Also the machine facts recorded beside every figure.
+//! The broker as a process: starting one (or a cluster of several) on free loopback ports
+//! with fresh data directories (and stopping exactly those pids afterwards), and reading
+//! their CPU time and memory from /proc. Also the machine facts recorded beside every
+//! figure.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,34 @@ impl SpawnedBroker {
     /// Starts `binary serve` on 127.0.0.1 with a new data directory under `parent`, and
     /// waits until it accepts connections.
     pub fn start(binary: &Path, parent: &Path, extra_args: &[String]) -> Result<SpawnedBroker> {
-        let port = free_loopback_port()?;
-        let addr = format!("127.0.0.1:{port}");
+        Self::spawn(binary, parent, &format!("127.0.0.1:{}", free_loopback_port()?), extra_args)
+    }
+
+    /// Starts a cluster of `nodes` brokers on 127.0.0.1 (node ids 1..=nodes, every one a
+    /// controller voter), each with its own data directory under `parent`, and waits until
+    /// each accepts connections. The caller waits for them to register.
+    pub fn start_cluster(binary: &Path, parent: &Path, extra_args: &[String], nodes: usize) -> Result<Vec<SpawnedBroker>> {
+        let raft_ports = (0..nodes).map(|_| free_loopback_port()).collect::<Result<Vec<u16>>>()?;
+        let voters = raft_ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
+        let mut started = Vec::with_capacity(nodes);
+        for (i, raft_port) in raft_ports.iter().enumerate() {
+            let mut args = vec![
+                "--node-id".to_string(),
+                (i + 1).to_string(),
+                "--raft-listen".to_string(),
+                format!("127.0.0.1:{raft_port}"),
+                "--voters".to_string(),
+                voters.clone(),
+            ];
+            args.extend_from_slice(extra_args);
+            // Nodes wait for a majority of voters only after they listen: start them all.
+            started.push(Self::spawn(binary, parent, &format!("127.0.0.1:{}", free_loopback_port()?), &args)?);
+        }
+        Ok(started)
+    }
+
+    fn spawn(binary: &Path, parent: &Path, addr: &str, extra_args: &[String]) -> Result<SpawnedBroker> {
+        let addr = addr.to_string();
         let data_dir = parent.join(format!("runnel-bench-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let child = Command::new(binary)
@@ -98,6 +125,21 @@ impl Drop for SpawnedBroker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// One reading of several processes (the nodes of a cluster) added together: CPU time,
+/// RSS, peak RSS and threads are sums.
+pub fn sample_all(pids: &[u32]) -> Result<ProcSample> {
+    let mut total = ProcSample { cpu_ticks: 0, rss_kb: 0, hwm_kb: 0, threads: 0, at: Instant::now() };
+    for pid in pids {
+        let s = sample(*pid)?;
+        total.cpu_ticks += s.cpu_ticks;
+        total.rss_kb += s.rss_kb;
+        total.hwm_kb += s.hwm_kb;
+        total.threads += s.threads;
+    }
+    total.at = Instant::now();
+    Ok(total)
 }
 
 /// Clock ticks per second of /proc/PID/stat times: `getconf CLK_TCK`, or 100 (the value

@@ -55,9 +55,15 @@ pub struct BrokerArgs {
     /// Where the spawned broker's data directory is created [default: the temp dir].
     #[arg(long, value_name = "DIR", requires = "spawn")]
     pub spawn_dir: Option<PathBuf>,
-    /// Pid of the --bootstrap broker, for its CPU time and peak RSS from /proc.
+    /// Spawn a cluster of this many nodes (every one a controller voter) instead of one
+    /// broker; CPU time and memory are the sum over the nodes. Topics get the brokers'
+    /// default replication factor: pass --broker-arg=--default-replication-factor=3.
+    #[arg(long, default_value_t = 1, requires = "spawn", value_parser = clap::value_parser!(u16).range(1..=9))]
+    pub nodes: u16,
+    /// Pid of the --bootstrap broker, for its CPU time and peak RSS from /proc (repeat
+    /// for every node of a cluster: the figures are their sum).
     #[arg(long, value_name = "PID", conflicts_with = "spawn")]
-    pub broker_pid: Option<u32>,
+    pub broker_pid: Vec<u32>,
     /// Reset the --broker-pid broker's peak RSS (VmHWM) before measuring (writes
     /// /proc/PID/clear_refs). A spawned broker is always reset.
     #[arg(long)]

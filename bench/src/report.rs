@@ -16,6 +16,10 @@ const P99_TARGET_MS: f64 = 5.0;
 const P99_TARGET_RATE_MB_S: f64 = 50.0;
 /// Share of the machine's cores the two processes must keep busy to count as CPU-bound.
 const SATURATED: f64 = 0.9;
+/// Three nodes at acks=-1 against one node at acks=1, same partitions and record size.
+const THREE_NODE_SHARE_TARGET: f64 = 0.6;
+/// Idle CPU of 10,000 partitions on three nodes, percent of one core (all nodes together).
+const IDLE_CPU_TARGET_PERCENT: f64 = 5.0;
 
 fn f(v: f64, digits: usize) -> String {
     if v.is_finite() {
@@ -48,16 +52,18 @@ fn render(runs: &[RunRecord]) -> String {
     let scale: Vec<&RunRecord> = runs.iter().filter(|r| r.partition_scale.is_some()).collect();
 
     if !produce.is_empty() {
-        out.push_str("## Produce throughput (one node)\n\n");
-        out.push_str("| broker settings | acks | partitions | record B | batch B | producers | in flight | records | records/s | MB/s | req p50 ms | req p99 ms | broker CPU s | broker cores | broker CPU s/GB | client cores | machine busy cores | broker peak RSS MB | errors | disk fdatasync ms |\n");
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("## Produce throughput\n\n");
+        out.push_str("Broker CPU, cores and peak RSS are the sum over the nodes of a cluster.\n\n");
+        out.push_str("| nodes | broker settings | acks | partitions | record B | batch B | producers | in flight | records | records/s | MB/s | req p50 ms | req p99 ms | broker CPU s | broker cores | broker CPU s/GB | client cores | machine busy cores | broker peak RSS MB | errors | disk fdatasync ms |\n");
+        out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &produce {
             let Some(p) = &r.produce else { continue };
             let i = &r.inputs;
             let b = r.broker.as_ref();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                i.nodes,
                 settings(r),
                 i.acks,
                 i.partitions,
@@ -150,24 +156,27 @@ fn render(runs: &[RunRecord]) -> String {
     }
 
     if !scale.is_empty() {
-        out.push_str("## Partition scale (one node)\n\n");
-        out.push_str("| partitions | topics | CreateTopics s | all leaders s | idle CPU % | RSS MB | peak RSS MB | threads | open fds (limit) | data dir MB | data dir files | Metadata p50 ms | Metadata p99 ms | Metadata response B |\n");
-        out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("## Partition scale\n\n");
+        out.push_str("Idle CPU is in percent of one core, summed over the nodes of a cluster (RSS, threads, open files and the data directory too).\n\n");
+        out.push_str("| nodes | partitions | topics | CreateTopics s | all leaders s | idle CPU % | RSS MB | peak RSS MB | threads | open fds (limit) | data dir MB | data dir files | Metadata p50 ms | Metadata p99 ms | Metadata response B |\n");
+        out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let mut not_run = Vec::new();
         for r in &scale {
             let Some(s) = &r.partition_scale else { continue };
             if let Some(reason) = &s.not_run_reason {
-                let _ = writeln!(out, "| {} | not run (below) |{}", s.partitions, " - |".repeat(12));
+                let _ = writeln!(out, "| {} | {} | not run (below) |{}", r.inputs.nodes, s.partitions, " - |".repeat(12));
                 not_run.push(format!(
-                    "- {} partitions were not run: {reason}; about {} would fit.\n",
+                    "- {} partitions on {} node(s) were not run: {reason}; about {} would fit.\n",
                     s.partitions,
+                    r.inputs.nodes,
                     s.max_feasible_partitions.unwrap_or(0)
                 ));
                 continue;
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.inputs.nodes,
                 s.partitions,
                 s.topics,
                 f(s.create_s, 1),
@@ -195,7 +204,7 @@ fn render(runs: &[RunRecord]) -> String {
         }
     }
 
-    out.push_str(&targets(&produce, &latency));
+    out.push_str(&targets(&produce, &latency, &scale));
     // Profile findings are written by hand; the generated page carries them along.
     let notes = Path::new(env!("CARGO_MANIFEST_DIR")).join("profile-notes.md");
     if let Ok(text) = std::fs::read_to_string(&notes) {
@@ -238,8 +247,10 @@ fn where_(r: &RunRecord) -> String {
     format!("acks={} p={} size={}", r.inputs.acks, r.inputs.partitions, r.inputs.record_size)
 }
 
-fn targets(produce: &[&RunRecord], latency: &[&RunRecord]) -> String {
+fn targets(all_produce: &[&RunRecord], all_latency: &[&RunRecord], scale: &[&RunRecord]) -> String {
     let mut out = String::from("## Targets\n\nJudged on the runs with the broker's default settings (`log_fsync: always`); runs with other settings are listed for reference.\n\n");
+    let produce: Vec<&RunRecord> = all_produce.iter().copied().filter(|r| r.inputs.nodes <= 1).collect();
+    let latency: Vec<&RunRecord> = all_latency.iter().copied().filter(|r| r.inputs.nodes <= 1).collect();
     let (produce_default, produce_other): (Vec<&&RunRecord>, Vec<&&RunRecord>) = produce.iter().partition(default_settings);
     let (latency_default, latency_other): (Vec<&&RunRecord>, Vec<&&RunRecord>) = latency.iter().partition(default_settings);
 
@@ -362,11 +373,150 @@ fn targets(produce: &[&RunRecord], latency: &[&RunRecord]) -> String {
     for r in latency_other.iter().filter(|r| at_rate(r)) {
         let _ = writeln!(out, "  - For reference, {}: {}.", settings(r), latency_verdict(r).replace("**", ""));
     }
-    out.push_str("- **Three nodes, acks=-1 (throughput, latency, CPU)**: pending. Runnel has no multi-node cluster yet (a later issue); nothing was run and no figure is given.\n\n");
+    out.push_str(&three_node_targets(all_produce, scale));
+    out.push('\n');
     let _ = writeln!(
         out,
         "How the bottleneck is judged: a run is client-bound when the benchmark process used more CPU than the broker while the machine's cores were at least {:.0} % busy (all processes, from /proc/stat). Otherwise the broker limits it: by CPU when the cores were busy, else by the time it takes to acknowledge (the producer has all its requests in flight and waits).\n",
         SATURATED * 100.0
     );
     out
+}
+
+
+/// The three-node targets: acks=-1 throughput against one node's acks=1 with the same
+/// partitions and record size, and the idle CPU of 10,000 partitions.
+fn three_node_targets(produce: &[&RunRecord], scale: &[&RunRecord]) -> String {
+    let mut out = String::new();
+    // Default settings, apart from the replication factor a cluster run sets.
+    let default = |r: &RunRecord| r.inputs.broker_args.iter().all(|a| a.starts_with("--default-replication-factor"));
+    let label = format!("Three nodes at acks=-1 reach at least {:.0} % of one node's acks=1 throughput", THREE_NODE_SHARE_TARGET * 100.0);
+    let mut pairs = Vec::new();
+    for r in produce.iter().filter(|r| r.inputs.nodes == 3 && r.inputs.acks == -1 && default(r)) {
+        let one = produce.iter().find(|o| {
+            default(o) &&
+            o.inputs.nodes <= 1 && o.inputs.acks == 1 && o.inputs.partitions == r.inputs.partitions && o.inputs.record_size == r.inputs.record_size
+        });
+        if let (Some(three), Some(one)) = (r.produce.as_ref(), one.and_then(|o| o.produce.as_ref())) {
+            if one.mb_per_s > 0.0 {
+                pairs.push((format!("p={} size={}", r.inputs.partitions, r.inputs.record_size), three.mb_per_s, one.mb_per_s));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        let _ = writeln!(out, "- **{label}**: not measured (no three-node acks=-1 run with a matching one-node acks=1 run).");
+    } else {
+        let met = pairs.iter().filter(|(_, t, o)| t / o >= THREE_NODE_SHARE_TARGET).count();
+        let verdict = if met == pairs.len() { "**met**".to_string() } else { format!("**missed** in {} of {} runs", pairs.len() - met, pairs.len()) };
+        let detail = pairs
+            .iter()
+            .map(|(w, t, o)| format!("{w}: {t:.1} of {o:.1} MB/s ({:.0} %)", t / o * 100.0))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = writeln!(out, "- **{label}**: {verdict}. {detail}. The three brokers and the client share the machine's cores and disk, and each broker writes and fsyncs every byte.");
+    }
+    let label = format!("10,000 partitions on three nodes idle below {IDLE_CPU_TARGET_PERCENT} % CPU (of one core, all nodes together)");
+    let runs: Vec<&RunRecord> = scale.iter().copied().filter(|r| r.inputs.nodes == 3).collect();
+    let ran: Vec<(usize, f64)> = runs
+        .iter()
+        .filter_map(|r| r.partition_scale.as_ref())
+        .filter_map(|s| s.idle_cpu_percent.map(|c| (s.partitions, c)))
+        .collect();
+    let skipped: Vec<String> = runs
+        .iter()
+        .filter_map(|r| r.partition_scale.as_ref())
+        .filter(|s| s.not_run_reason.is_some())
+        .map(|s| format!("{} partitions not run ({})", s.partitions, s.not_run_reason.clone().unwrap_or_default()))
+        .collect();
+    let figures = ran.iter().map(|(p, c)| format!("{p} partitions: {c:.1} %")).collect::<Vec<_>>().join("; ");
+    match ran.iter().find(|(p, _)| *p >= 10_000) {
+        Some((_, c)) if *c < IDLE_CPU_TARGET_PERCENT => {
+            let _ = writeln!(out, "- **{label}**: **met** ({figures}).");
+        }
+        Some((_, c)) => {
+            let _ = writeln!(out, "- **{label}**: **missed**: {c:.1} %, {:.1}× the target ({figures}).", c / IDLE_CPU_TARGET_PERCENT);
+        }
+        None if ran.is_empty() => {
+            let _ = writeln!(out, "- **{label}**: not measured{}.", if skipped.is_empty() { String::new() } else { format!(": {}", skipped.join("; ")) });
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "- **{label}**: not measured at 10,000{}; measured: {figures}.",
+                if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join("; ")) }
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Inputs, PartitionScaleFigures, ThroughputFigures};
+
+    fn run(nodes: usize, acks: i16, partitions: i32, mb_per_s: f64, broker_args: &[&str]) -> RunRecord {
+        RunRecord {
+            kind: "produce".into(),
+            command_line: String::new(),
+            started_unix_s: 0,
+            machine: crate::broker_proc::machine(),
+            inputs: Inputs {
+                nodes,
+                acks,
+                partitions,
+                record_size: 1024,
+                broker_args: broker_args.iter().map(|a| a.to_string()).collect(),
+                ..Inputs::default()
+            },
+            broker_source: "spawned".into(),
+            broker: None,
+            client: Default::default(),
+            machine_busy_cores: None,
+            clk_tck: 100.0,
+            clk_tck_source: String::new(),
+            produce: Some(ThroughputFigures { mb_per_s, ..ThroughputFigures::default() }),
+            consume: None,
+            latency: None,
+            partition_scale: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn three_nodes_are_judged_against_one_node_at_acks_1_with_the_same_shape() {
+        let rf = ["--default-replication-factor=3"];
+        let one_fast = run(1, 1, 16, 100.0, &[]);
+        let one_other_acks = run(1, -1, 16, 10.0, &[]);
+        let three = run(3, -1, 16, 65.0, &rf);
+        let text = three_node_targets(&[&one_other_acks, &one_fast, &three], &[]);
+        assert!(text.contains("**met**") && text.contains("65.0 of 100.0 MB/s (65 %)"), "{text}");
+        let slow = run(3, -1, 16, 50.0, &rf);
+        let text = three_node_targets(&[&one_fast, &slow], &[]);
+        assert!(text.contains("**missed** in 1 of 1 runs") && text.contains("(50 %)"), "{text}");
+        // A three-node run without its one-node counterpart is not judged.
+        let text = three_node_targets(&[&run(3, -1, 1, 50.0, &rf)], &[]);
+        assert!(text.contains("not measured (no three-node"), "{text}");
+    }
+
+    #[test]
+    fn idle_cpu_of_three_nodes_is_judged_at_ten_thousand_partitions_only() {
+        let scale = |partitions: usize, cpu: Option<f64>, reason: Option<&str>| {
+            let mut r = run(3, -1, 0, 0.0, &[]);
+            r.produce = None;
+            r.partition_scale = Some(PartitionScaleFigures {
+                partitions,
+                idle_cpu_percent: cpu,
+                not_run_reason: reason.map(String::from),
+                ..PartitionScaleFigures::default()
+            });
+            r
+        };
+        let (small, big) = (scale(1000, Some(4.0), None), scale(10_000, None, Some("open files")));
+        let text = three_node_targets(&[], &[&small, &big]);
+        assert!(text.contains("not measured at 10,000 (10000 partitions not run (open files)); measured: 1000 partitions: 4.0 %"), "{text}");
+        let ran = scale(10_000, Some(12.0), None);
+        let text = three_node_targets(&[], &[&small, &ran]);
+        assert!(text.contains("**missed**: 12.0 %, 2.4× the target"), "{text}");
+    }
 }

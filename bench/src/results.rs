@@ -38,6 +38,10 @@ pub struct RunRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Inputs {
     pub bootstrap: String,
+    /// Broker nodes (a spawned cluster, or the pids given); results from before this field
+    /// were all one node.
+    #[serde(default = "one_node")]
+    pub nodes: usize,
     pub broker_args: Vec<String>,
     pub topic: String,
     pub partitions: i32,
@@ -116,4 +120,8 @@ pub struct PartitionScaleFigures {
     /// Metadata for every topic, sequential requests.
     pub metadata: Percentiles,
     pub metadata_response_bytes: usize,
+}
+
+fn one_node() -> usize {
+    1
 }

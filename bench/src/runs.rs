@@ -25,16 +25,23 @@ const LAYOUT_TIMEOUT: Duration = Duration::from_secs(120);
 const MB: f64 = 1e6;
 const GB: f64 = 1e9;
 
-/// The broker under test.
+/// The broker under test: one process, or every node of a spawned cluster.
 struct Target {
+    /// The address the benchmark's own connection uses (the first node).
     addr: String,
-    pid: Option<u32>,
+    /// Every node's address, comma-separated (what a client is bootstrapped with).
+    bootstrap: String,
+    /// Broker processes whose /proc figures are added together.
+    pids: Vec<u32>,
     source: &'static str,
-    spawned: Option<SpawnedBroker>,
+    spawned: Vec<SpawnedBroker>,
     reset_peak_rss: bool,
     /// Machine facts taken before anything was measured.
     machine: broker_proc::Machine,
 }
+
+/// How long a spawned cluster may take until every node is registered.
+const CLUSTER_FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Target {
     async fn open(args: &BrokerArgs) -> Result<(Target, Connection)> {
@@ -43,22 +50,30 @@ impl Target {
         let target = match (&args.spawn, &args.bootstrap) {
             (Some(binary), _) => {
                 let parent = args.spawn_dir.clone().unwrap_or_else(std::env::temp_dir);
-                let broker = SpawnedBroker::start(binary, &parent, &args.broker_args)?;
-                eprintln!("runnel-bench: started {} (pid {}) on {}", binary.display(), broker.pid().map_or("?".into(), |p| p.to_string()), broker.addr);
+                let brokers = if args.nodes > 1 {
+                    SpawnedBroker::start_cluster(binary, &parent, &args.broker_args, usize::from(args.nodes))?
+                } else {
+                    vec![SpawnedBroker::start(binary, &parent, &args.broker_args)?]
+                };
+                for b in &brokers {
+                    eprintln!("runnel-bench: started {} (pid {}) on {}", binary.display(), b.pid().map_or("?".into(), |p| p.to_string()), b.addr);
+                }
                 Target {
-                    addr: broker.addr.clone(),
-                    pid: broker.pid(),
+                    addr: brokers[0].addr.clone(),
+                    bootstrap: brokers.iter().map(|b| b.addr.as_str()).collect::<Vec<_>>().join(","),
+                    pids: brokers.iter().filter_map(SpawnedBroker::pid).collect(),
                     source: "spawned",
-                    spawned: Some(broker),
+                    spawned: brokers,
                     reset_peak_rss: true,
                     machine,
                 }
             }
             (None, Some(addr)) => Target {
-                addr: addr.clone(),
-                pid: args.broker_pid,
-                source: if args.broker_pid.is_some() { "--broker-pid" } else { "none" },
-                spawned: None,
+                addr: addr.split(',').next().unwrap_or(addr).to_string(),
+                bootstrap: addr.clone(),
+                pids: args.broker_pid.clone(),
+                source: if args.broker_pid.is_empty() { "none" } else { "--broker-pid" },
+                spawned: Vec::new(),
                 reset_peak_rss: args.reset_peak_rss,
                 machine,
             },
@@ -66,24 +81,59 @@ impl Target {
         };
         let mut conn = Connection::connect(&target.addr).await?;
         conn.check_api_versions().await?;
+        if target.spawned.len() > 1 {
+            let deadline = Instant::now() + CLUSTER_FORM_TIMEOUT;
+            while admin::metadata(&mut conn, None).await?.brokers.len() < target.spawned.len() {
+                if Instant::now() > deadline {
+                    bail!("the {} nodes did not all register within {} s", target.spawned.len(), CLUSTER_FORM_TIMEOUT.as_secs());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         Ok((target, conn))
     }
 
-    fn data_dir(&self) -> Option<&Path> {
-        self.spawned.as_ref().map(|b| b.data_dir.as_path())
+    /// Broker nodes measured: the spawned ones, or the pids given.
+    fn nodes(&self) -> usize {
+        if self.spawned.is_empty() {
+            self.pids.len().max(1)
+        } else {
+            self.spawned.len()
+        }
+    }
+
+    fn data_dirs(&self) -> Vec<&Path> {
+        self.spawned.iter().map(|b| b.data_dir.as_path()).collect()
+    }
+
+    /// Open files of every broker process together (None when one cannot be read).
+    fn open_fds(&self) -> Option<u64> {
+        (!self.pids.is_empty()).then_some(())?;
+        self.pids.iter().map(|p| broker_proc::open_fds(*p)).sum()
+    }
+
+    /// Open files of the broker process holding the most (each has its own limit).
+    fn open_fds_max(&self) -> Option<u64> {
+        let each: Option<Vec<u64>> = self.pids.iter().map(|p| broker_proc::open_fds(*p)).collect();
+        each?.into_iter().max()
+    }
+
+    /// The lowest open-file limit among the broker processes.
+    fn max_open_files(&self) -> Option<u64> {
+        self.pids.iter().filter_map(|p| broker_proc::max_open_files(*p)).min()
     }
 
     fn stop(mut self) {
-        if let Some(mut b) = self.spawned.take() {
+        for b in &mut self.spawned {
             b.stop();
         }
     }
 }
 
-/// /proc readings of the broker and of this process around a measured interval.
+/// /proc readings of the broker(s) and of this process around a measured interval.
 struct Meter {
     machine_busy_start: Option<u64>,
-    broker_pid: Option<u32>,
+    broker_pids: Vec<u32>,
     broker_start: Option<ProcSample>,
     client_start: ProcSample,
     ticks: (f64, &'static str),
@@ -92,15 +142,17 @@ struct Meter {
 impl Meter {
     fn start(target: &Target) -> Result<Meter> {
         let ticks = broker_proc::clock_ticks_per_second();
-        if let (Some(pid), true) = (target.pid, target.reset_peak_rss) {
-            if let Err(e) = broker_proc::reset_peak_rss(pid) {
-                eprintln!("runnel-bench: peak RSS not reset ({e:#}); it is the peak since the broker started");
+        if target.reset_peak_rss {
+            for pid in &target.pids {
+                if let Err(e) = broker_proc::reset_peak_rss(*pid) {
+                    eprintln!("runnel-bench: peak RSS not reset ({e:#}); it is the peak since the broker started");
+                }
             }
         }
-        let broker_start = target.pid.map(broker_proc::sample).transpose()?;
+        let broker_start = (!target.pids.is_empty()).then(|| broker_proc::sample_all(&target.pids)).transpose()?;
         let client_start = broker_proc::sample(std::process::id())?;
         let machine_busy_start = broker_proc::machine_busy_ticks();
-        Ok(Meter { machine_busy_start, broker_pid: target.pid, broker_start, client_start, ticks })
+        Ok(Meter { machine_busy_start, broker_pids: target.pids.clone(), broker_start, client_start, ticks })
     }
 
     /// Cores the whole machine kept busy since `start`.
@@ -110,11 +162,11 @@ impl Meter {
         (wall > 0.0).then(|| busy as f64 / self.ticks.0 / wall)
     }
 
-    /// Broker cost, client cost and the machine's busy cores since `start`.
+    /// Broker cost (all nodes together), client cost and the machine's busy cores since `start`.
     fn finish(&self) -> Result<(Option<ProcCost>, ProcCost, Option<f64>)> {
-        let broker = match (self.broker_pid, &self.broker_start) {
-            (Some(pid), Some(start)) => Some(broker_proc::cost(start, &broker_proc::sample(pid)?, self.ticks.0)),
-            _ => None,
+        let broker = match &self.broker_start {
+            Some(start) => Some(broker_proc::cost(start, &broker_proc::sample_all(&self.broker_pids)?, self.ticks.0)),
+            None => None,
         };
         let client = broker_proc::cost(&self.client_start, &broker_proc::sample(std::process::id())?, self.ticks.0);
         Ok((broker, client, self.machine_busy_cores()))
@@ -140,7 +192,8 @@ fn producer_settings(p: &ProducerArgs, topic: &str) -> ProducerSettings {
 
 fn inputs(target: &Target, broker: &BrokerArgs, p: &ProducerArgs, run: &RunArgs, topic: &str) -> Inputs {
     Inputs {
-        bootstrap: target.addr.clone(),
+        bootstrap: target.bootstrap.clone(),
+        nodes: target.nodes(),
         broker_args: broker.broker_args.clone(),
         topic: topic.to_string(),
         partitions: p.partitions,
@@ -621,8 +674,9 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
     let names: Vec<String> = (0..topics).map(|i| format!("{prefix}-{i:05}")).collect();
     let before: usize = admin::metadata(&mut conn, None).await?.topics.iter().map(|t| t.partitions.len()).sum();
 
-    let fd_limit = target.pid.and_then(broker_proc::max_open_files);
-    let fds_before = target.pid.and_then(broker_proc::open_fds);
+    // Each node has its own open-file limit: the check is on the node holding the most.
+    let fd_limit = target.max_open_files();
+    let fds_before = target.open_fds_max();
     let stall = Duration::from_secs(60);
     let timeout = Duration::from_secs(a.leader_timeout_s);
 
@@ -634,7 +688,7 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
     let first = a.create_batch.max(1).min(names.len());
     admin::create_topics(&mut conn, &names[..first], per_topic as i32, first).await?;
     admin::wait_for_all_leaders(&mut conn, before + first * per_topic, timeout, stall).await?;
-    let fds_now = target.pid.and_then(broker_proc::open_fds);
+    let fds_now = target.open_fds_max();
     let fds_per_partition = match (fds_before, fds_now) {
         (Some(b), Some(n)) => Some(n.saturating_sub(b) as f64 / (first * per_topic) as f64),
         _ => None,
@@ -645,7 +699,7 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
         if projected > usable && per > 0.0 {
             let fit = (((usable - base as f64) / per) as usize / 100) * 100;
             let reason = format!(
-                "{} partitions need about {projected:.0} open files ({per:.1} per partition) and the broker's limit is {limit}",
+                "{} partitions need about {projected:.0} open files in one broker process ({per:.1} per partition) and its limit is {limit}",
                 topics * per_topic
             );
             println!("partitions  partitions={} NOT RUN: {reason}; about {fit} would fit", topics * per_topic);
@@ -658,7 +712,8 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
                 max_open_files: fd_limit,
                 ..PartitionScaleFigures::default()
             };
-            let inputs = Inputs { bootstrap: target.addr.clone(), topic: prefix, partitions: (topics * per_topic) as i32, ..Inputs::default() };
+            let inputs = Inputs { bootstrap: target.bootstrap.clone(),
+        nodes: target.nodes(), topic: prefix, partitions: (topics * per_topic) as i32, ..Inputs::default() };
             let mut rec = record("partitions", &target, inputs, broker, client);
             rec.partition_scale = Some(figures);
             write_json(&a.json, &rec)?;
@@ -687,12 +742,12 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
         hist.record(t.elapsed().as_nanos() as u64);
         response_bytes = resp.compute_size(METADATA_VERSION)?;
     }
-    let (dir_bytes, dir_files) = match target.data_dir() {
-        Some(d) => {
-            let (b, f) = dir_usage(d);
-            (Some(b as f64 / MB), Some(f))
-        }
-        None => (None, None),
+    let dirs = target.data_dirs();
+    let (dir_bytes, dir_files) = if dirs.is_empty() {
+        (None, None)
+    } else {
+        let (b, f) = dirs.iter().map(|d| dir_usage(d)).fold((0, 0), |a, u| (a.0 + u.0, a.1 + u.1));
+        (Some(b as f64 / MB), Some(f))
     };
     let figures = PartitionScaleFigures {
         partitions: topics * per_topic,
@@ -708,7 +763,7 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
         rss_mb: broker.as_ref().map(|b| b.rss_mb_end),
         peak_rss_mb: broker.as_ref().map(|b| b.peak_rss_mb.max(create_cost.as_ref().map_or(0.0, |c| c.peak_rss_mb))),
         threads: broker.as_ref().map(|b| b.threads),
-        open_fds: target.pid.and_then(broker_proc::open_fds),
+        open_fds: target.open_fds(),
         data_dir_mb: dir_bytes,
         data_dir_files: dir_files,
         metadata: hist.percentiles(),
@@ -732,7 +787,8 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
         opt(create_cost.as_ref().map(|c| c.cpu_s), 1),
     );
     let inputs = Inputs {
-        bootstrap: target.addr.clone(),
+        bootstrap: target.bootstrap.clone(),
+        nodes: target.nodes(),
         broker_args: a.broker.broker_args.clone(),
         topic: prefix,
         partitions: (topics * per_topic) as i32,
