@@ -859,3 +859,95 @@ def test_acks_1_is_answered_by_the_leaders_own_copy_acks_all_by_the_commit(clust
                    timeout=30, what="the acks=1 record committed")
     finally:
         reader.close()
+
+
+def _uvarint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def raft_voter_change(port, voter_id, add, timeout=40.0):
+    """AddRaftVoter v0 (add) or RemoveRaftVoter v0 sent by hand (Kafka's Java admin sends
+    them; no stock Python client does): the error code."""
+    client = b"runnel-compat"
+    api = 80 if add else 81
+    # Header v2: api key, version, correlation id, client id (int16 string), no tags.
+    body = struct.pack(">hhih", api, 0, 9, len(client)) + client + b"\x00"
+    body += _uvarint(0)  # cluster id: null
+    if add:
+        body += struct.pack(">ii", 30000, voter_id) + bytes(16)
+        # One listener: name, host, port, no tags.
+        body += _uvarint(2) + _uvarint(10) + b"PLAINTEXT" + _uvarint(10) + b"127.0.0.1" + struct.pack(">H", 9092) + b"\x00"
+    else:
+        body += struct.pack(">i", voter_id) + bytes(16)
+    body += b"\x00"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", _recv_exact(s, 4))[0]
+        frame = _recv_exact(s, size)
+    # Response header v1: correlation id, tags; body: throttle time, error code, ...
+    correlation, _tags, _throttle, error = struct.unpack_from(">ibih", frame)
+    assert correlation == 9
+    return error
+
+
+NOT_CONTROLLER = 41
+
+
+def on_controller(cluster, change):
+    """Runs `change(port)` on the node leading the controller group (the others answer
+    NOT_CONTROLLER); its error code."""
+    def attempt():
+        for n in cluster.nodes.values():
+            if n.proc is None or n.proc.poll() is not None:
+                continue
+            code = change(n.port)
+            if code != NOT_CONTROLLER:
+                return (code,)
+        return None
+    return wait_until(attempt, timeout=30, interval=0.5, what="the controller's answer")[0]
+
+
+def test_controller_voters_are_replaced_at_runtime(cluster_factory):
+    """KIP-853: a fourth node becomes a controller voter and an original one leaves the
+    voters; then two original voters die and the cluster (controller, partitions, group
+    offsets) goes on with the other two. With the voters the cluster started with, two
+    of three dead would stop it."""
+    cluster = cluster_factory(3, *CLUSTER_ARGS)
+    admin = admin_client(cluster.bootstrap)
+    wait_formed(admin)
+    newcomer = cluster.add_node()
+    wait_formed(admin, 4)
+
+    assert on_controller(cluster, lambda port: raft_voter_change(port, newcomer, add=True)) == 0
+    assert on_controller(cluster, lambda port: raft_voter_change(port, newcomer, add=True)) == 126, "DUPLICATE_VOTER"
+    leader = admin.describe_cluster().result(timeout=TIMEOUT).controller.id
+    leaving = next(n for n in (1, 2, 3) if n != leader)
+    assert on_controller(cluster, lambda port: raft_voter_change(port, leaving, add=False)) == 0
+    assert on_controller(cluster, lambda port: raft_voter_change(port, leaving, add=False)) == 127, "VOTER_NOT_FOUND"
+    assert on_controller(cluster, lambda port: raft_voter_change(port, 99, add=True)) == 102, "BROKER_ID_NOT_REGISTERED"
+    staying = next(n for n in (1, 2, 3) if n != leaving)
+    assert unregister_broker(cluster.nodes[staying].port, staying) == 42, "a voter cannot be unregistered: INVALID_REQUEST"
+
+    # Two of the three original voters die: the leaving one and another.
+    cluster.nodes[leaving].kill9()
+    cluster.nodes[staying].kill9()
+    alive = [n for n in cluster.nodes if n not in (leaving, staying)]
+    alive_bootstrap = ",".join(cluster.nodes[n].bootstrap for n in alive)
+    admin = admin_client(alive_bootstrap)
+    wait_until(lambda: sorted(admin.list_topics(timeout=TIMEOUT).brokers) == sorted(alive), timeout=60,
+               what="the dead nodes fenced")
+    # The controller commits a new topic, its partitions elect leaders on the living nodes,
+    # and a consumer group commits its offsets through the coordinator group.
+    futures = admin.create_topics([NewTopic("after", num_partitions=2, replication_factor=2)],
+                                  operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
+    futures["after"].result(timeout=TIMEOUT)
+    wait_until(lambda: all_in_sync(admin, "after", partitions=2, nodes=alive), timeout=60, what="leaders on the living nodes")
+    producer = write_records(alive_bootstrap, "after", 200, partitions=2)
+    read_once_in_order(alive_bootstrap, "after", "after-group", producer.acked)

@@ -333,6 +333,7 @@ impl Node {
         if node.is_clustered() {
             node.members.transport.start_pings(PING_INTERVAL);
             tokio::spawn(watch_cluster_contact(Arc::downgrade(&node)));
+            tokio::spawn(follow_voters(Arc::downgrade(&node)));
             tokio::spawn(report_leaders(Arc::downgrade(&node)));
             if node.config.auto_leader_rebalance_enable {
                 tokio::spawn(rebalance_leaders(Arc::downgrade(&node)));
@@ -838,7 +839,7 @@ async fn watch_cluster_contact(node: Weak<Node>) {
         let Some(node) = node.upgrade() else { return };
         let me = node.config.node_id as u64;
         let transport = &node.members.transport;
-        if reaches_majority(&node.members.voters, me, |v| transport.heard_within(v, CONTACT_WINDOW)) {
+        if reaches_majority(&node.controller.voters(), me, |v| transport.heard_within(v, CONTACT_WINDOW)) {
             last_contact = tokio::time::Instant::now();
         }
         let serving = last_contact.elapsed() < CUT_OFF_AFTER;
@@ -852,6 +853,31 @@ async fn watch_cluster_contact(node: Weak<Node>) {
                     "cut off from a majority of the controller voters; closing client connections and refusing new ones until contact returns"
                 );
             }
+        }
+    }
+}
+
+/// How often the coordinator group's voters are compared with the controller's.
+const VOTER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The coordinator group runs on the controller voters. On the node leading it, whenever
+/// the controller's voter set changed (AddRaftVoter, RemoveRaftVoter) and is settled, the
+/// coordinator group's voters are made the same, so that groups, offsets and transactions
+/// survive the loss of the nodes that were voters first.
+async fn follow_voters(node: Weak<Node>) {
+    loop {
+        tokio::time::sleep(VOTER_CHECK_INTERVAL).await;
+        let Some(node) = node.upgrade() else { return };
+        if !node.coordinator.leads_group() || !node.controller.voters_settled() {
+            continue;
+        }
+        let wanted: BTreeSet<u64> = node.controller.voters().into_iter().collect();
+        if wanted.is_empty() || wanted == node.coordinator.voters() {
+            continue;
+        }
+        info!(voters = ?wanted, "the coordinator group follows the controller voters");
+        if let Err(e) = node.coordinator.set_voters(&wanted).await {
+            warn!(error = %e, "cannot change the coordinator group's voters yet");
         }
     }
 }

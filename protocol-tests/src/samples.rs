@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
     ProduceResponse, ProducerId, RequestKind, ResponseKind, SyncGroupRequest, SyncGroupResponse,
     TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, UnregisterBrokerRequest,
-    UnregisterBrokerResponse,
+    UnregisterBrokerResponse, AddRaftVoterRequest, AddRaftVoterResponse, RemoveRaftVoterRequest, RemoveRaftVoterResponse,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use runnel::protocol::{legacy, versions};
@@ -110,6 +110,8 @@ samples! {
     AlterPartitionReassignments => alter_partition_reassignments_request, alter_partition_reassignments_response;
     ListPartitionReassignments => list_partition_reassignments_request, list_partition_reassignments_response;
     UnregisterBroker => unregister_broker_request, unregister_broker_response;
+    AddRaftVoter => add_raft_voter_request, add_raft_voter_response;
+    RemoveRaftVoter => remove_raft_voter_request, remove_raft_voter_response;
 }
 
 /// The version whose sample stands for `api` at `version`; panics when Runnel does not
@@ -1874,6 +1876,43 @@ fn unregister_broker_response(v: i16) -> UnregisterBrokerResponse {
         .with_error_code(102)
         .with_error_message(Some(text("broker 4 is not registered")))
         .with_unknown_tagged_fields(unknown_tags::<UnregisterBrokerRequest>(v))
+}
+
+fn add_raft_voter_request(v: i16) -> AddRaftVoterRequest {
+    AddRaftVoterRequest::default()
+        .with_cluster_id(Some(text("golden-cluster")))
+        .with_timeout_ms(30_000)
+        .with_voter_id(4)
+        .with_voter_directory_id(Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10))
+        .with_listeners(vec![kafka_protocol::messages::add_raft_voter_request::Listener::default()
+            .with_name(text("CONTROLLER"))
+            .with_host(text("h4"))
+            .with_port(9093)])
+        .with_unknown_tagged_fields(unknown_tags::<AddRaftVoterRequest>(v))
+}
+
+fn add_raft_voter_response(v: i16) -> AddRaftVoterResponse {
+    AddRaftVoterResponse::default()
+        .with_throttle_time_ms(17)
+        .with_error_code(126)
+        .with_error_message(Some(text("voter 4: node 4 is a controller voter already")))
+        .with_unknown_tagged_fields(unknown_tags::<AddRaftVoterRequest>(v))
+}
+
+fn remove_raft_voter_request(v: i16) -> RemoveRaftVoterRequest {
+    RemoveRaftVoterRequest::default()
+        .with_cluster_id(Some(text("golden-cluster")))
+        .with_voter_id(1)
+        .with_voter_directory_id(Uuid::from_u128(0x1112_1314_1516_1718_191a_1b1c_1d1e_1f20))
+        .with_unknown_tagged_fields(unknown_tags::<RemoveRaftVoterRequest>(v))
+}
+
+fn remove_raft_voter_response(v: i16) -> RemoveRaftVoterResponse {
+    RemoveRaftVoterResponse::default()
+        .with_throttle_time_ms(17)
+        .with_error_code(127)
+        .with_error_message(Some(text("voter 1: node 1 is not a controller voter")))
+        .with_unknown_tagged_fields(unknown_tags::<RemoveRaftVoterRequest>(v))
 }
 
 #[cfg(test)]

@@ -355,7 +355,7 @@ impl Controller {
                 },
             };
             let target = leader.filter(|l| *l != self.node_id).or_else(|| {
-                let others: Vec<u64> = self.voters.iter().copied().filter(|v| *v != self.node_id).collect();
+                let others: Vec<u64> = self.voters().into_iter().filter(|v| *v != self.node_id).collect();
                 next_voter += 1;
                 others.get(next_voter % others.len().max(1)).copied()
             });
@@ -407,6 +407,57 @@ impl Controller {
     /// The current controller leader, if known.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// The controller voters now: the group's raft membership as this node knows it (the
+    /// `voters` setting only names the first ones, and stands in until this node has
+    /// received the membership). Empty in single-node mode.
+    pub fn voters(&self) -> Vec<u64> {
+        if self.voters.is_empty() {
+            return Vec::new();
+        }
+        let current = crate::replication::current_voters(&self.raft);
+        if current.is_empty() {
+            self.voters.clone()
+        } else {
+            current.into_iter().collect()
+        }
+    }
+
+    /// Whether the group's membership is settled (not between two voter sets).
+    pub fn voters_settled(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().get_joint_config().len() == 1
+    }
+
+    /// KIP-853 on the controller's leader: makes the registered node `node` a controller
+    /// voter (`add`; it catches up as a learner first), or a learner again. The node
+    /// leading the coordinator group follows the new voter set (`Node::follow_voters`).
+    pub async fn change_voter(&self, node: u64, add: bool) -> Result<(), ClusterError> {
+        if self.voters.is_empty() {
+            return Err(ClusterError::InvalidVoterChange("a single node has no controller voters to change".into()));
+        }
+        if self.raft.metrics().borrow().state != openraft::ServerState::Leader {
+            return Err(ClusterError::NotController { leader: self.leader() });
+        }
+        let mut target: std::collections::BTreeSet<u64> = crate::replication::current_voters(&self.raft);
+        if add {
+            if target.contains(&node) {
+                return Err(ClusterError::DuplicateVoter(node));
+            }
+            if !self.state().brokers.contains_key(&node) {
+                return Err(ClusterError::BrokerNotRegistered(node));
+            }
+            target.insert(node);
+        } else {
+            if !target.remove(&node) {
+                return Err(ClusterError::VoterNotFound(node));
+            }
+            if target.is_empty() {
+                return Err(ClusterError::InvalidVoterChange(format!("node {node} is the last controller voter")));
+            }
+        }
+        info!(node, add, voters = ?target, "changing the controller voters");
+        crate::replication::set_voters(&self.raft, &target, true).await.map_err(ClusterError::Unavailable)
     }
 
     /// Stops the group and flushes RocksDB.

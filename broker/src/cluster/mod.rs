@@ -45,6 +45,15 @@ pub enum ClusterError {
     NoReassignmentInProgress(String),
     #[error("broker {0} is not registered")]
     BrokerNotRegistered(u64),
+    /// AddRaftVoter of a node that is a controller voter already.
+    #[error("node {0} is a controller voter already")]
+    DuplicateVoter(u64),
+    /// RemoveRaftVoter of a node that is not a controller voter.
+    #[error("node {0} is not a controller voter")]
+    VoterNotFound(u64),
+    /// A voter change that cannot be made (single-node mode, the last voter).
+    #[error("{0}")]
+    InvalidVoterChange(String),
     /// The controller's storage or raft group failed.
     #[error("controller unavailable: {0}")]
     Unavailable(String),

@@ -236,6 +236,22 @@ impl GroupCoordinator {
         Arc::new(self.raft.clone())
     }
 
+    /// The coordinator group's voters now.
+    pub fn voters(&self) -> std::collections::BTreeSet<u64> {
+        crate::replication::current_voters(&self.raft)
+    }
+
+    /// Whether this node leads the coordinator group (whether or not it has loaded yet).
+    pub fn leads_group(&self) -> bool {
+        self.raft.metrics().borrow().state == openraft::ServerState::Leader
+    }
+
+    /// On the group's leader: makes `target` its voters (KIP-853: the coordinator group
+    /// runs on the controller voters and follows their changes).
+    pub async fn set_voters(&self, target: &std::collections::BTreeSet<u64>) -> Result<(), String> {
+        crate::replication::set_voters(&self.raft, target, false).await
+    }
+
     /// The coordinator group's leader as this node knows it, and its epoch (the raft term).
     pub fn leader(&self) -> Option<(u64, i32)> {
         let m = self.raft.metrics();

@@ -1,16 +1,19 @@
 //! Cluster administration: moving partitions between nodes (AlterPartitionReassignments and
-//! ListPartitionReassignments, KIP-455), removing a node (UnregisterBroker) and
-//! preferred-leader election (ElectLeaders, KIP-460). The controller records what is
-//! wanted; partition leaders carry it out (see `node`).
+//! ListPartitionReassignments, KIP-455), removing a node (UnregisterBroker), changing the
+//! controller voters (AddRaftVoter and RemoveRaftVoter, KIP-853) and preferred-leader
+//! election (ElectLeaders, KIP-460). The controller records what is wanted; partition
+//! leaders carry it out (see `node`).
+
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::alter_partition_reassignments_response::{ReassignablePartitionResponse, ReassignableTopicResponse};
 use kafka_protocol::messages::list_partition_reassignments_response::{OngoingPartitionReassignment, OngoingTopicReassignment};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId, ElectLeadersRequest, ElectLeadersResponse,
-    ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, TopicName, UnregisterBrokerRequest, UnregisterBrokerResponse,
+    AddRaftVoterRequest, AddRaftVoterResponse, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    RemoveRaftVoterRequest, RemoveRaftVoterResponse, TopicName, UnregisterBrokerRequest, UnregisterBrokerResponse,
 };
 
 use super::metadata::str;
@@ -112,14 +115,14 @@ pub fn handle_list_partition_reassignments(node: &Node, req: ListPartitionReassi
     ListPartitionReassignmentsResponse::default().with_error_code(0).with_topics(topics)
 }
 
-/// Removes a node's registration, once it has been drained and stopped. The controller
-/// voters are fixed by `voters` and cannot be removed this way.
+/// Removes a node's registration, once it has been drained and stopped. A controller
+/// voter must leave the voters first (RemoveRaftVoter).
 pub async fn handle_unregister_broker(node: &Node, req: UnregisterBrokerRequest, _version: i16) -> UnregisterBrokerResponse {
     let id = req.broker_id.0;
     let result = match u64::try_from(id) {
         Err(_) => Err(BrokerError::from(ClusterError::BrokerNotRegistered(u64::MAX))),
-        Ok(id) if node.config.voters.iter().any(|v| v.node_id == id) => Err(BrokerError::InvalidRequest(format!(
-            "node {id} is a controller voter; the voter set is fixed by the voters setting"
+        Ok(id) if node.controller.voters().contains(&id) => Err(BrokerError::InvalidRequest(format!(
+            "node {id} is a controller voter; remove it from the voters first (RemoveRaftVoter)"
         ))),
         Ok(id) => node.controller.propose(ControllerCommand::UnregisterBroker { node_id: id }).await.map(|_| ()).map_err(BrokerError::from),
     };
@@ -220,4 +223,58 @@ pub async fn handle_elect_leaders(node: &Node, req: ElectLeadersRequest, version
         }
     }
     ElectLeadersResponse::default().with_error_code(0).with_replica_election_results(results)
+}
+
+/// The timeout a voter change gets when the request names none (AddRaftVoter's default).
+const VOTER_CHANGE_TIMEOUT_MS: i32 = 30_000;
+
+/// KIP-853's AddRaftVoter and RemoveRaftVoter, on the controller's leader: a registered
+/// node becomes a controller voter, or stops being one; the coordinator group follows.
+/// The node's listeners and directory id are not checked: a node is known by its id and
+/// registration, and keeps one data directory.
+async fn change_voter(node: &Node, cluster_id: Option<&str>, voter_id: i32, add: bool, timeout_ms: i32) -> Result<(), BrokerError> {
+    if let Some(c) = cluster_id.filter(|c| *c != node.cluster_id) {
+        return Err(BrokerError::InconsistentClusterId(format!("cluster id {c} is not this cluster's ({})", node.cluster_id)));
+    }
+    let id = u64::try_from(voter_id).map_err(|_| BrokerError::InvalidRequest(format!("invalid voter id {voter_id}")))?;
+    let timeout = Duration::from_millis(u64::try_from(if timeout_ms > 0 { timeout_ms } else { VOTER_CHANGE_TIMEOUT_MS }).unwrap_or(30_000));
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, node.controller.change_voter(id, add)).await {
+        Ok(r) => r.map_err(BrokerError::from)?,
+        Err(_) => return Err(BrokerError::Timeout),
+    }
+    // Answer once the coordinator group runs on the new voters too, so that the operator
+    // may stop a removed voter right away. A node that removed itself no longer sees that
+    // group's changes and answers at once.
+    let wanted: std::collections::BTreeSet<u64> = node.controller.voters().into_iter().collect();
+    if !wanted.contains(&(node.node_id() as u64)) {
+        return Ok(());
+    }
+    while node.coordinator.voters() != wanted {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BrokerError::CoordinatorLagging(format!("the controller voters are now {wanted:?}; the coordinator group has not followed yet")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+pub async fn handle_add_raft_voter(node: &Node, req: AddRaftVoterRequest, _version: i16) -> AddRaftVoterResponse {
+    let cluster_id = req.cluster_id.as_ref().map(|c| c.to_string());
+    match change_voter(node, cluster_id.as_deref(), req.voter_id, true, req.timeout_ms).await {
+        Ok(()) => AddRaftVoterResponse::default().with_error_code(0),
+        Err(e) => AddRaftVoterResponse::default()
+            .with_error_code(kafka_error(&e).code())
+            .with_error_message(Some(str(&format!("voter {}: {e}", req.voter_id)))),
+    }
+}
+
+pub async fn handle_remove_raft_voter(node: &Node, req: RemoveRaftVoterRequest, _version: i16) -> RemoveRaftVoterResponse {
+    let cluster_id = req.cluster_id.as_ref().map(|c| c.to_string());
+    match change_voter(node, cluster_id.as_deref(), req.voter_id, false, 0).await {
+        Ok(()) => RemoveRaftVoterResponse::default().with_error_code(0),
+        Err(e) => RemoveRaftVoterResponse::default()
+            .with_error_code(kafka_error(&e).code())
+            .with_error_message(Some(str(&format!("voter {}: {e}", req.voter_id)))),
+    }
 }

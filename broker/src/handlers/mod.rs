@@ -158,6 +158,12 @@ impl Dispatcher {
             RequestKind::UnregisterBroker(r) => respond(api_key, version, correlation_id, async move {
                 ResponseKind::UnregisterBroker(cluster_admin::handle_unregister_broker(&node, r, version).await)
             }.instrument(span)),
+            RequestKind::AddRaftVoter(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::AddRaftVoter(cluster_admin::handle_add_raft_voter(&node, r, version).await)
+            }.instrument(span)),
+            RequestKind::RemoveRaftVoter(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::RemoveRaftVoter(cluster_admin::handle_remove_raft_voter(&node, r, version).await)
+            }.instrument(span)),
             other => {
                 // `codec` only lets advertised APIs through, so this is a missing match arm.
                 tracing::error!(api = ?api_key, "advertised api has no handler: {other:?}");

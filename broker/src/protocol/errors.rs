@@ -30,6 +30,13 @@ pub enum BrokerError {
     LeaderNotAvailable,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The request names another cluster.
+    #[error("{0}")]
+    InconsistentClusterId(String),
+    /// A controller voter change committed, but the coordinator group has not followed it
+    /// within the request's timeout.
+    #[error("{0}")]
+    CoordinatorLagging(String),
     /// A node-level limit (such as the partition capacity) refuses the request.
     #[error("{0}")]
     PolicyViolation(String),
@@ -65,6 +72,8 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         BrokerError::UnknownTopicId => ResponseError::UnknownTopicId,
         BrokerError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
         BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        BrokerError::InconsistentClusterId(_) => ResponseError::InconsistentClusterId,
+        BrokerError::CoordinatorLagging(_) => ResponseError::RequestTimedOut,
         BrokerError::PolicyViolation(_) => ResponseError::PolicyViolation,
         BrokerError::Timeout => ResponseError::RequestTimedOut,
     }
@@ -105,6 +114,9 @@ fn cluster_error(e: &ClusterError) -> ResponseError {
         ClusterError::NotController { .. } => ResponseError::NotController,
         ClusterError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
         ClusterError::BrokerNotRegistered(_) => ResponseError::BrokerIdNotRegistered,
+        ClusterError::DuplicateVoter(_) => ResponseError::DuplicateVoter,
+        ClusterError::VoterNotFound(_) => ResponseError::VoterNotFound,
+        ClusterError::InvalidVoterChange(_) => ResponseError::InvalidRequest,
         ClusterError::Unavailable(_) => ResponseError::KafkaStorageError,
     }
 }

@@ -46,6 +46,8 @@ pub const SUPPORTED: &[(ApiKey, Range)] = &[
     (ApiKey::AlterPartitionReassignments, Range { min: 0, max: 1 }),
     (ApiKey::ListPartitionReassignments, Range { min: 0, max: 0 }),
     (ApiKey::UnregisterBroker, Range { min: 0, max: 0 }),
+    (ApiKey::AddRaftVoter, Range { min: 0, max: 0 }),
+    (ApiKey::RemoveRaftVoter, Range { min: 0, max: 0 }),
 ];
 
 /// The advertised range of `api`, or `None` when Runnel does not implement it.

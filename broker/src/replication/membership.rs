@@ -120,10 +120,44 @@ where
     }
 }
 
+/// How long a node being made a voter may take to catch up as a learner first.
+const VOTER_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// The voters of a group's committed membership (both sets while a change is under way).
+pub fn current_voters<C>(raft: &Raft<C>) -> BTreeSet<u64>
+where
+    C: RaftTypeConfig<NodeId = u64, Node = BasicNode>,
+{
+    raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+}
+
+/// On a command group's leader (KIP-853): makes `target` its voters. Nodes not yet in the
+/// group join as learners and catch up first; then one joint-consensus change replaces the
+/// voters. Voters left out stay learners with `retain`, else leave the group.
+pub(crate) async fn set_voters<C>(raft: &Raft<C>, target: &BTreeSet<u64>, retain: bool) -> Result<(), String>
+where
+    C: RaftTypeConfig<NodeId = u64, Node = BasicNode, Responder = openraft::impls::OneshotResponder<C>>,
+{
+    if target.is_empty() {
+        return Err("a group needs at least one voter".into());
+    }
+    let known: BTreeSet<u64> = raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    for id in target.difference(&known) {
+        match tokio::time::timeout(VOTER_CATCH_UP, raft.add_learner(*id, BasicNode::default(), true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("adding node {id} as a learner: {e}")),
+            Err(_) => return Err(format!("node {id} did not catch up within {} s", VOTER_CATCH_UP.as_secs())),
+        }
+    }
+    raft.change_membership(openraft::ChangeMembers::ReplaceAllVoters(target.clone()), retain).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// A group's place in the cluster: its voters and the transport to reach them.
 #[derive(Clone)]
 pub struct GroupMembers {
-    /// The voters; empty: a single-node cluster of this node alone.
+    /// The voters the cluster started with (`voters`); empty: a single-node cluster of
+    /// this node alone. The controller group's voters now are its raft membership
+    /// (`Controller::voters`), which AddRaftVoter and RemoveRaftVoter change.
     pub voters: Vec<u64>,
     pub transport: Arc<PeerTransport>,
     pub router: Arc<GroupRouter>,
