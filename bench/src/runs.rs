@@ -40,6 +40,10 @@ struct Target {
     machine: broker_proc::Machine,
 }
 
+/// Open files a broker keeps back for itself before splitting its limit between
+/// partitions and connections.
+const BROKER_RESERVED_FILES: u64 = 256;
+
 /// How long a spawned cluster may take until every node is registered.
 const CLUSTER_FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -693,13 +697,15 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
         (Some(b), Some(n)) => Some(n.saturating_sub(b) as f64 / (first * per_topic) as f64),
         _ => None,
     };
-    if let (Some(limit), Some(per), Some(now), Some(base)) = (fd_limit, fds_per_partition, fds_now, fds_before) {
+    if let (Some(limit), Some(per), Some(now)) = (fd_limit, fds_per_partition, fds_now) {
         let projected = now as f64 + ((topics - first) * per_topic) as f64 * per;
-        let usable = 0.95 * limit as f64;
-        if projected > usable && per > 0.0 {
-            let fit = (((usable - base as f64) / per) as usize / 100) * 100;
+        // A broker keeps half of its descriptors, after a reserve of 256, for connections:
+        // partitions get the other half (its default max_partitions, operations.md).
+        let for_partitions = limit.saturating_sub(BROKER_RESERVED_FILES) as f64 / 2.0;
+        if (topics * per_topic) as f64 * per > for_partitions && per > 0.0 {
+            let fit = ((for_partitions / per) as usize / 100) * 100;
             let reason = format!(
-                "{} partitions need about {projected:.0} open files in one broker process ({per:.1} per partition) and its limit is {limit}",
+                "{} partitions need about {projected:.0} open files in one broker process ({per:.1} per partition); its limit is {limit}, half of which (after a reserve) is for partitions",
                 topics * per_topic
             );
             println!("partitions  partitions={} NOT RUN: {reason}; about {fit} would fit", topics * per_topic);
