@@ -378,7 +378,7 @@ def test_isolated_leader_acknowledges_nothing_and_rejoins_without_divergence(clu
     elected_after = time.monotonic() - cut_at
     assert elected_after < 10, f"new leader after {elected_after:.1f}s"
     # Cut off from the majority, the old leader stops serving clients, so that they move on.
-    wait_until(lambda: refuses_clients(cluster.nodes[old].port), timeout=10, what="the old leader to refuse clients")
+    wait_until(lambda: refuses_clients(cluster.nodes[old].port), timeout=20, what="the old leader to refuse clients")
     producer = SequenceProducer(majority_bootstrap, topic, rate=2000, partitions=1).start()
     wait_until(lambda: producer.acked_count() > 500, timeout=30, what="writes on the majority side")
     # The stranded producer found the new leader through the other nodes.

@@ -814,8 +814,10 @@ const PING_INTERVAL: Duration = Duration::from_millis(300);
 /// A voter not heard from for this long does not count towards reaching the cluster.
 const CONTACT_WINDOW: Duration = Duration::from_secs(1);
 /// How long a node may go without reaching a majority of the controller voters before it
-/// stops serving clients.
-const CUT_OFF_AFTER: Duration = Duration::from_secs(3);
+/// stops serving clients: as long as the controller waits before fencing a silent node
+/// (Kafka's broker.session.timeout.ms, 9 s), so that a node busy for a few seconds keeps
+/// its clients.
+const CUT_OFF_AFTER: Duration = Duration::from_secs(9);
 /// How often contact with the controller voters is looked at.
 const CONTACT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 

@@ -10,7 +10,8 @@
 //!
 //! Bounds: frames above `max_frame_bytes` close the connection; at most
 //! `max_inflight_per_connection` requests are handled at once for one inbound connection,
-//! after which it is not read; every request has a deadline.
+//! four times as many are read ahead of them, after which it is not read (pings are
+//! answered as they are read); every request has a deadline.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -104,8 +105,18 @@ pub struct PeerTransport {
     limits: TransportLimits,
     /// Set by `shutdown`: the listener and every inbound connection stop.
     stop: tokio::sync::watch::Sender<bool>,
-    /// When each peer last answered a request (any request: raft, forwarded, ping).
-    heard: Mutex<HashMap<u64, Instant>>,
+    /// When each peer was last heard from: an answer to a request of ours (raft,
+    /// forwarded, ping) or a request of its own.
+    heard: Heard,
+}
+
+/// When each peer was last heard from, shared with the inbound connections.
+type Heard = Arc<Mutex<HashMap<u64, Instant>>>;
+
+fn note_heard(heard: &Heard, peer: u64) {
+    if let Ok(mut h) = heard.lock() {
+        h.insert(peer, Instant::now());
+    }
 }
 
 impl PeerTransport {
@@ -128,9 +139,9 @@ impl PeerTransport {
             next_request_id: std::sync::atomic::AtomicU64::new(1),
             limits: limits.clone(),
             stop,
-            heard: Mutex::new(HashMap::new()),
+            heard: Heard::default(),
         });
-        tokio::spawn(accept_loop(listener, node_id, handler, limits, stopped));
+        tokio::spawn(accept_loop(listener, node_id, handler, limits, transport.heard.clone(), stopped));
         Ok(transport)
     }
 
@@ -146,7 +157,7 @@ impl PeerTransport {
             next_request_id: std::sync::atomic::AtomicU64::new(1),
             limits,
             stop,
-            heard: Mutex::new(HashMap::new()),
+            heard: Heard::default(),
         })
     }
 
@@ -214,9 +225,7 @@ impl PeerTransport {
     }
 
     fn record_heard(&self, peer: u64) {
-        if let Ok(mut h) = self.heard.lock() {
-            h.insert(peer, Instant::now());
-        }
+        note_heard(&self.heard, peer);
     }
 
     /// Whether `peer` answered a request within the last `within`.
@@ -429,6 +438,7 @@ async fn accept_loop(
     node_id: u64,
     handler: Arc<dyn InboundHandler>,
     limits: TransportLimits,
+    heard: Heard,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -438,11 +448,11 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer_addr)) => {
-                let (handler, limits, mut stopped) = (handler.clone(), limits.clone(), stopped.clone());
+                let (handler, limits, heard, mut stopped) = (handler.clone(), limits.clone(), heard.clone(), stopped.clone());
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = stopped.wait_for(|s| *s) => {}
-                        r = serve_peer(stream, node_id, handler, limits) => if let Err(e) = r {
+                        r = serve_peer(stream, node_id, handler, limits, heard) => if let Err(e) = r {
                             debug!(%peer_addr, error = %e, "peer connection closed");
                         }
                     }
@@ -457,8 +467,10 @@ async fn accept_loop(
 }
 
 /// Serves one inbound connection: Hello, then requests handled concurrently, replies
-/// written as they complete.
-async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHandler>, limits: TransportLimits) -> Result<(), String> {
+/// written as they complete. Every frame counts as hearing from the peer, and pings are
+/// answered at once, never behind requests in progress: they tell whether the peer's
+/// node is reachable, not how busy this one is.
+async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHandler>, limits: TransportLimits, heard: Heard) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut reader, writer) = stream.into_split();
     let mut buf = BytesMut::new();
@@ -474,17 +486,28 @@ async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHan
     let (replies, rx) = mpsc::channel(limits.max_inflight_per_connection);
     tokio::spawn(write_frames(writer, rx, limits.max_frame_bytes));
     replies.send(hello(node_id, from, true)).await.map_err(|_| "connection closed".to_string())?;
+    // At most `max_inflight_per_connection` requests are handled at once, and at most
+    // `QUEUED_PER_SLOT` times as many are read ahead of them; reading on past busy slots
+    // lets a ping through.
     let slots = Arc::new(Semaphore::new(limits.max_inflight_per_connection));
+    let read_ahead = Arc::new(Semaphore::new(limits.max_inflight_per_connection.saturating_mul(QUEUED_PER_SLOT)));
     loop {
-        let permit = slots.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let queued = read_ahead.clone().acquire_owned().await.map_err(|e| e.to_string())?;
         let Some(frame) = read_frame(&mut reader, &mut buf, limits.max_frame_bytes).await.map_err(|e| e.to_string())? else {
             return Ok(());
         };
+        note_heard(&heard, from);
         if frame.response || frame.kind == Kind::Hello {
             return Err(FrameError::UnknownKind(frame.kind as u8).to_string());
         }
-        let (handler, replies) = (handler.clone(), replies.clone());
+        if frame.kind == Kind::Ping {
+            let reply = Frame { kind: Kind::Ping, response: true, request_id: frame.request_id, group: frame.group, body: Bytes::from_static(&[REPLY_OK]) };
+            replies.send(reply).await.map_err(|_| "connection closed".to_string())?;
+            continue;
+        }
+        let (handler, replies, slots) = (handler.clone(), replies.clone(), slots.clone());
         tokio::spawn(async move {
+            let Ok(_permit) = slots.acquire_owned().await else { return };
             let body = match handler.handle(from, frame.kind, frame.group, frame.body).await {
                 Ok(b) => {
                     let mut out = BytesMut::with_capacity(1 + b.len());
@@ -501,10 +524,13 @@ async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHan
             };
             let reply = Frame { kind: frame.kind, response: true, request_id: frame.request_id, group: frame.group, body: body.freeze() };
             let _ = replies.send(reply).await;
-            drop(permit);
+            drop(queued);
         });
     }
 }
+
+/// Requests read ahead of the ones in progress, per request slot (see `serve_peer`).
+const QUEUED_PER_SLOT: usize = 4;
 
 #[cfg(test)]
 mod tests {
@@ -554,6 +580,33 @@ mod tests {
         }
         let err = a.request(2, Kind::Vote, GroupId::Controller, Bytes::from_static(b"fail"), T).await;
         assert_eq!(err, Err(TransportError::Remote { peer: 2, reason: "asked to fail".into() }));
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_while_every_request_slot_is_busy_and_requests_count_as_heard() {
+        let limits = TransportLimits { max_inflight_per_connection: 2, ..TransportLimits::default() };
+        let start = |id: u64, peers: Vec<(u64, SocketAddr)>| {
+            PeerTransport::start(id, "127.0.0.1:0".parse().expect("addr"), peers.into_iter().collect(), Arc::new(Echo), limits.clone())
+        };
+        let b = start(2, vec![]).await.expect("start");
+        let a = start(1, vec![(2, b.local_addr())]).await.expect("start");
+        // Two slow requests hold both of b's slots for a second, a third waits behind them.
+        let slow: Vec<_> = (0..3)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.request(2, Kind::AppendEntries, partition(0), Bytes::from_static(b"slow"), T).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let pong = a.request(2, Kind::Ping, GroupId::Controller, Bytes::new(), Duration::from_millis(500)).await;
+        assert_eq!(pong, Ok(Bytes::new()), "a ping does not wait for a request slot");
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // b never asked a anything, yet heard from it: a's requests count.
+        assert!(b.heard_within(1, Duration::from_secs(1)));
+        for s in slow {
+            assert!(s.await.expect("joined").is_ok());
+        }
     }
 
     #[tokio::test]
