@@ -266,8 +266,20 @@ def test_kill9_of_every_node_keeps_records_topics_offsets_and_transactions(clust
     assert sorted(t.partitions) == sorted(ids_before.partitions)
     # The group's offsets survived: it resumes at the end of what it read.
     c = consumer(cluster.bootstrap, **{"group.id": "power-group"})
+
+    def committed_offsets():
+        # Right after the restart the coordinator group may still be electing or loading:
+        # librdkafka reports that to the caller of committed(), who retries.
+        try:
+            return c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=TIMEOUT)
+        except KafkaException as e:
+            retriable = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE)
+            if e.args[0].code() in retriable:
+                return None
+            raise
+
     try:
-        committed = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=TIMEOUT)
+        committed = wait_until(committed_offsets, timeout=60, interval=1, what="the group's committed offsets")
         assert {tp.partition: tp.offset for tp in committed} == {p: counts[p] for p in range(PARTITIONS)}
     finally:
         c.close()
