@@ -601,20 +601,26 @@ def producer_epochs(node, topic, partition):
     return seen
 
 
-def unregister_broker(port, broker_id, timeout=5.0):
-    """UnregisterBroker v0 sent by hand (no stock Python client has it): the error code."""
+def flexible_admin_call(port, api_key, body, timeout):
+    """Sends one flexible v0 request of `api_key` with `body` (fields and tags) to the node
+    on `port`, and returns the error code of a response that starts with a throttle time
+    and an error code (UnregisterBroker, AddRaftVoter, RemoveRaftVoter)."""
     client = b"runnel-compat"
     # Header v2: api key, version, correlation id, client id (int16 string), no tagged fields.
-    body = struct.pack(">hhih", 64, 0, 7, len(client)) + client + b"\x00"
-    body += struct.pack(">i", broker_id) + b"\x00"
+    frame = struct.pack(">hhih", api_key, 0, 7, len(client)) + client + b"\x00" + body
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(struct.pack(">i", len(body)) + body)
+        s.sendall(struct.pack(">i", len(frame)) + frame)
         size = struct.unpack(">i", _recv_exact(s, 4))[0]
-        frame = _recv_exact(s, size)
+        reply = _recv_exact(s, size)
     # Response header v1: correlation id, tagged fields; body: throttle time, error code.
-    correlation, _tags, _throttle, error = struct.unpack_from(">ibih", frame)
+    correlation, _tags, _throttle, error = struct.unpack_from(">ibih", reply)
     assert correlation == 7
     return error
+
+
+def unregister_broker(port, broker_id, timeout=5.0):
+    """UnregisterBroker v0 sent by hand (no stock Python client has it): the error code."""
+    return flexible_admin_call(port, 64, struct.pack(">i", broker_id) + b"\x00", timeout)
 
 
 def _recv_exact(s, n):
@@ -887,26 +893,14 @@ def _uvarint(n):
 def raft_voter_change(port, voter_id, add, timeout=40.0):
     """AddRaftVoter v0 (add) or RemoveRaftVoter v0 sent by hand (Kafka's Java admin sends
     them; no stock Python client does): the error code."""
-    client = b"runnel-compat"
-    api = 80 if add else 81
-    # Header v2: api key, version, correlation id, client id (int16 string), no tags.
-    body = struct.pack(">hhih", api, 0, 9, len(client)) + client + b"\x00"
-    body += _uvarint(0)  # cluster id: null
+    body = _uvarint(0)  # cluster id: null
     if add:
         body += struct.pack(">ii", 30000, voter_id) + bytes(16)
         # One listener: name, host, port, no tags.
         body += _uvarint(2) + _uvarint(10) + b"PLAINTEXT" + _uvarint(10) + b"127.0.0.1" + struct.pack(">H", 9092) + b"\x00"
     else:
         body += struct.pack(">i", voter_id) + bytes(16)
-    body += b"\x00"
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", _recv_exact(s, 4))[0]
-        frame = _recv_exact(s, size)
-    # Response header v1: correlation id, tags; body: throttle time, error code, ...
-    correlation, _tags, _throttle, error = struct.unpack_from(">ibih", frame)
-    assert correlation == 9
-    return error
+    return flexible_admin_call(port, 80 if add else 81, body + b"\x00", timeout)
 
 
 NOT_CONTROLLER = 41
