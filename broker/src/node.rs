@@ -118,13 +118,10 @@ impl crate::replication::transport::raft::InboundGroup for CoordinatorInbound {
         Box::pin(async move {
             let node = node.upgrade().ok_or("the node is stopping")?;
             let answer = match decode::<CoordinatorRequest>("coordinator request", &body)? {
-                CoordinatorRequest::VerifyTxnPartition { producer_id, epoch, topic, partition } => {
-                    if node.transactions.is_active() {
-                        Ok(node.transactions.check_partition(producer_id, epoch, &topic, partition))
-                    } else {
-                        Err(format!("node {} does not coordinate transactions", node.config.node_id))
-                    }
-                }
+                CoordinatorRequest::VerifyTxnPartition { producer_id, epoch, topic, partition } => node
+                    .transactions
+                    .check_partition(producer_id, epoch, &topic, partition)
+                    .ok_or_else(|| format!("node {} does not coordinate transactions", node.config.node_id)),
             };
             encode::<Result<PartitionCheck, String>>(&answer)
         })
@@ -473,8 +470,8 @@ impl Node {
     /// coordinator group, has `partition` in the producer's open transaction. An error when
     /// no coordinator could answer (none elected, loading, unreachable).
     pub async fn check_txn_partition(&self, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Result<PartitionCheck, String> {
-        if self.transactions.is_active() {
-            return Ok(self.transactions.check_partition(producer_id, epoch, topic, partition));
+        if let Some(check) = self.transactions.check_partition(producer_id, epoch, topic, partition) {
+            return Ok(check);
         }
         let leader = match self.coordinator.leader() {
             Some((l, _)) if l != self.config.node_id as u64 => l,
@@ -821,12 +818,6 @@ const CUT_OFF_AFTER: Duration = Duration::from_secs(9);
 /// How often contact with the controller voters is looked at.
 const CONTACT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Whether `me` and the voters `heard` from make a majority of `voters`.
-fn reaches_majority(voters: &[u64], me: u64, heard: impl Fn(u64) -> bool) -> bool {
-    let reached = voters.iter().filter(|v| **v == me || heard(**v)).count();
-    reached * 2 > voters.len()
-}
-
 /// A node cut off from a majority of the controller voters can neither commit writes nor
 /// learn who leads now, yet clients that reach it would keep asking it (librdkafka takes
 /// its metadata from a broker it is connected to, and this one would answer "no leader"
@@ -841,7 +832,7 @@ async fn watch_cluster_contact(node: Weak<Node>) {
         let Some(node) = node.upgrade() else { return };
         let me = node.config.node_id as u64;
         let transport = &node.members.transport;
-        if reaches_majority(&node.controller.voters(), me, |v| transport.heard_within(v, CONTACT_WINDOW)) {
+        if crate::replication::reaches_majority(&node.controller.voters(), me, |v| transport.heard_within(v, CONTACT_WINDOW)) {
             last_contact = tokio::time::Instant::now();
         }
         let serving = last_contact.elapsed() < CUT_OFF_AFTER;
@@ -1008,18 +999,5 @@ mod tests {
         let id = base64_url(Uuid::new_v4().as_bytes());
         assert_eq!(id.len(), 22);
         assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-    }
-
-    #[test]
-    fn a_node_reaches_the_cluster_with_a_majority_of_voters_counting_itself() {
-        let voters = [1, 2, 3];
-        assert!(reaches_majority(&voters, 1, |v| v == 2), "itself and one more of three");
-        assert!(!reaches_majority(&voters, 1, |_| false), "itself alone");
-        // A node that is not a voter needs two of three voters.
-        assert!(!reaches_majority(&voters, 4, |v| v == 2));
-        assert!(reaches_majority(&voters, 4, |v| v != 3));
-        // Four voters: three are needed.
-        assert!(!reaches_majority(&[1, 2, 3, 4], 1, |v| v == 2));
-        assert!(reaches_majority(&[1, 2, 3, 4], 1, |v| v != 4));
     }
 }

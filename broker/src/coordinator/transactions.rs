@@ -187,14 +187,18 @@ impl TransactionCoordinator {
         Ok(())
     }
 
-    /// Whether `producer_id` at `epoch` may start writing its transaction to a partition.
-    pub fn check_partition(&self, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> PartitionCheck {
+    /// Whether `producer_id` at `epoch` may start writing its transaction to a partition;
+    /// `None` when this node does not coordinate transactions (its answer would be stale).
+    pub fn check_partition(&self, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Option<PartitionCheck> {
+        if !self.is_active() {
+            return None;
+        }
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        match open.get(&producer_id) {
+        Some(match open.get(&producer_id) {
             Some((e, _)) if epoch < *e => PartitionCheck::StaleEpoch,
             Some((e, parts)) if epoch == *e && parts.contains(&(topic.to_string(), partition)) => PartitionCheck::Added,
             _ => PartitionCheck::NotAdded,
-        }
+        })
     }
 
     /// A producer id never handed out before (also for idempotent producers without a

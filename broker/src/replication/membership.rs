@@ -120,6 +120,18 @@ where
     }
 }
 
+/// Of `voters`, `me` (when it is one) and those `heard` from, sorted.
+pub fn voters_reached(voters: impl IntoIterator<Item = u64>, me: u64, heard: impl Fn(u64) -> bool) -> Vec<u64> {
+    let mut reached: Vec<u64> = voters.into_iter().filter(|v| *v == me || heard(*v)).collect();
+    reached.sort_unstable();
+    reached
+}
+
+/// Whether `me` and the voters `heard` from make a majority of `voters`.
+pub fn reaches_majority(voters: &[u64], me: u64, heard: impl Fn(u64) -> bool) -> bool {
+    voters_reached(voters.iter().copied(), me, heard).len() * 2 > voters.len()
+}
+
 /// How long a node being made a voter may take to catch up as a learner first.
 const VOTER_CATCH_UP: Duration = Duration::from_secs(30);
 
@@ -241,4 +253,22 @@ pub(crate) fn watch_serving(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_reaches_the_cluster_with_a_majority_of_voters_counting_itself() {
+        let voters = [1, 2, 3];
+        assert!(reaches_majority(&voters, 1, |v| v == 2), "itself and one more of three");
+        assert!(!reaches_majority(&voters, 1, |_| false), "itself alone");
+        // A node that is not a voter needs two of three voters.
+        assert!(!reaches_majority(&voters, 4, |v| v == 2));
+        assert!(reaches_majority(&voters, 4, |v| v != 3));
+        // Four voters: three are needed.
+        assert!(!reaches_majority(&[1, 2, 3, 4], 1, |v| v == 2));
+        assert!(reaches_majority(&[1, 2, 3, 4], 1, |v| v != 4));
+    }
 }

@@ -454,10 +454,7 @@ impl PartitionReplica {
 
     /// The voters (this node among them) whose node answered within `within`, sorted.
     fn voters_heard_within(&self, m: &openraft::RaftMetrics<u64, BasicNode>, within: Duration) -> Vec<u64> {
-        let mut up: Vec<u64> =
-            m.membership_config.membership().voter_ids().filter(|v| *v == m.id || self.transport.heard_within(*v, within)).collect();
-        up.sort_unstable();
-        up
+        super::voters_reached(m.membership_config.membership().voter_ids(), m.id, |v| self.transport.heard_within(v, within))
     }
 
     /// Whether `try_quiesce` may be worth trying: a serving leader, not quiet, not already

@@ -168,9 +168,6 @@ impl GroupRouter {
 
 impl InboundHandler for GroupRouter {
     fn handle(&self, _from: u64, kind: Kind, group: GroupId, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
-        if kind == Kind::Ping {
-            return Box::pin(async { Ok(Bytes::new()) });
-        }
         let target = self.groups.read().ok().and_then(|g| g.get(&group).cloned());
         match target {
             Some(raft) => raft.handle(kind, body),
