@@ -44,6 +44,10 @@ pub enum CoordinatorError {
     /// This node does not lead the coordinator group (Kafka: NOT_COORDINATOR).
     #[error("not the coordinator (leader: {leader:?})")]
     NotCoordinator { leader: Option<u64> },
+    /// This node leads the coordinator group but has not loaded its state yet
+    /// (Kafka: COORDINATOR_LOAD_IN_PROGRESS, which clients retry on the same node).
+    #[error("the coordinator is loading")]
+    LoadInProgress,
     /// The coordinator's raft group or storage failed (Kafka: COORDINATOR_NOT_AVAILABLE).
     #[error("coordinator unavailable: {0}")]
     Unavailable(String),
@@ -279,9 +283,7 @@ impl GroupCoordinator {
     /// Kafka's checks of a TxnOffsetCommit's member and generation (KIP-447): like
     /// OffsetCommit's, but allowed while the group rebalances.
     pub async fn validate_txn_commit(&self, group: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), i16> {
-        if !self.is_active() {
-            return Err(ResponseError::NotCoordinator.code());
-        }
+        self.check_active().map_err(crate::protocol::errors::code)?;
         match self.slot(group) {
             Some(slot) => slot.group.lock().await.validate_txn_offset_commit(member_id, instance_id, generation).map_err(|e| e.code()),
             None if generation < 0 => Ok(()),
@@ -295,15 +297,26 @@ impl GroupCoordinator {
         *self.active.borrow() && !self.is_stopping()
     }
 
+    /// Ok while this node coordinates; else why not: LoadInProgress while it leads the
+    /// coordinator group but has not loaded it (Kafka answers so until its load finishes),
+    /// NotCoordinator otherwise.
+    pub fn check_active(&self) -> Result<(), CoordinatorError> {
+        if self.is_active() {
+            Ok(())
+        } else if self.leads_group() && !self.is_stopping() {
+            Err(CoordinatorError::LoadInProgress)
+        } else {
+            Err(CoordinatorError::NotCoordinator { leader: self.leader().map(|(l, _)| l) })
+        }
+    }
+
     /// Committed offsets of `group`: all of them, or those of `only`.
     pub fn fetch_offsets(
         &self,
         group: &str,
         only: Option<&[(String, i32)]>,
     ) -> Result<Vec<(String, i32, CommittedOffset)>, CoordinatorError> {
-        if !self.is_active() {
-            return Err(CoordinatorError::NotCoordinator { leader: self.leader().map(|(l, _)| l) });
-        }
+        self.check_active()?;
         Ok(state::read_offsets(&self.store, group, only)?)
     }
 
@@ -311,9 +324,7 @@ impl GroupCoordinator {
     /// A commit with generation -1 and no member id is a "simple" commit by a consumer that
     /// assigns partitions itself; it is refused for a group under group management.
     pub async fn validate_commit(&self, group: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), i16> {
-        if !self.is_active() {
-            return Err(ResponseError::NotCoordinator.code());
-        }
+        self.check_active().map_err(crate::protocol::errors::code)?;
         match self.slot(group) {
             Some(slot) => {
                 let mut g = slot.group.lock().await;
@@ -704,6 +715,24 @@ mod tests {
         c.propose(CoordinatorCommand::DeleteGroup { group: "g".into() }).await.expect("delete");
         assert!(c.fetch_offsets("g", None).expect("fetch").is_empty());
         assert_eq!(c.fetch_offsets("g2", None).expect("fetch").len(), 1);
+        c.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_leader_still_loading_answers_load_in_progress_not_not_coordinator() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(MetadataStore::open(dir.path()).expect("open"));
+        let c = GroupCoordinator::start(1, store, CoordinatorConfig::default(), GroupMembers::single_node(1)).await.expect("start");
+        assert!(c.check_active().is_ok());
+        // Leading the group with the groups not (yet) loaded, as between election and load.
+        c.active.send_replace(false);
+        assert!(c.leads_group());
+        assert!(matches!(c.fetch_offsets("g", None), Err(CoordinatorError::LoadInProgress)));
+        assert_eq!(c.validate_commit("g", "", None, -1).await, Err(ResponseError::CoordinatorLoadInProgress.code()));
+        assert_eq!(c.validate_txn_commit("g", "", None, -1).await, Err(ResponseError::CoordinatorLoadInProgress.code()));
+        // A stopping node is not coming back as coordinator: clients must look elsewhere.
+        c.stopping.store(true, Ordering::Relaxed);
+        assert!(matches!(c.fetch_offsets("g", None), Err(CoordinatorError::NotCoordinator { .. })));
         c.shutdown().await;
     }
 }

@@ -147,6 +147,17 @@ impl TransactionCoordinator {
         self.active.load(std::sync::atomic::Ordering::Acquire) && self.groups.is_active()
     }
 
+    /// Ok while this node coordinates transactions; else the group coordinator's reason,
+    /// or LoadInProgress while the stored transactions are being read again.
+    pub fn check_active(&self) -> Result<(), CoordinatorError> {
+        self.groups.check_active()?;
+        if self.is_active() {
+            Ok(())
+        } else {
+            Err(CoordinatorError::LoadInProgress)
+        }
+    }
+
     /// Reads the stored transactions again: this node has just taken over coordination,
     /// and what the previous leader stored is here through the coordinator raft group.
     fn reload(&self) {

@@ -47,7 +47,9 @@ fn locate_coordinator(node: &Node, key_type: i8) -> Result<(i32, String, i32), (
     }
     // Groups and transactions share the coordinator raft group, and so its leader: this
     // node, the leader its own replica of the group knows, or the one the controller was told.
-    if node.coordinator.is_active() {
+    // A node that leads the coordinator group and is still loading it is the coordinator:
+    // its requests answer COORDINATOR_LOAD_IN_PROGRESS, which clients retry there.
+    if !matches!(node.coordinator.check_active(), Err(CoordinatorError::NotCoordinator { .. })) {
         return Ok((node.node_id(), node.config.advertise_host.clone(), i32::from(node.config.advertise_port)));
     }
     let state = node.cluster();

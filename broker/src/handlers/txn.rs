@@ -36,14 +36,6 @@ fn code_for(e: CoordinatorError, version: i16, fenced_since: i16) -> i16 {
     kafka_error(&BrokerError::from(e)).code()
 }
 
-/// Refuses transactional requests while this node does not run the coordinator.
-fn check_active(node: &Node) -> Result<(), CoordinatorError> {
-    if node.transactions.is_active() {
-        Ok(())
-    } else {
-        Err(CoordinatorError::NotCoordinator { leader: None })
-    }
-}
 
 pub async fn handle_init_producer_id(node: &Node, req: InitProducerIdRequest, version: i16) -> InitProducerIdResponse {
     let r = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
@@ -52,7 +44,7 @@ pub async fn handle_init_producer_id(node: &Node, req: InitProducerIdRequest, ve
         // An idempotent producer: a fresh id every time (also when it re-initialises).
         None => node.transactions.new_producer_id().await.map(|id| (id, 0)),
         Some(id) if id.is_empty() => return r.with_error_code(ResponseError::InvalidRequest.code()),
-        Some(id) => match check_active(node) {
+        Some(id) => match node.transactions.check_active() {
             Ok(()) => node.transactions.init_producer_id(&id, req.transaction_timeout_ms, expected).await,
             Err(e) => Err(e),
         },
@@ -72,7 +64,7 @@ pub async fn handle_add_partitions_to_txn(node: &Node, req: AddPartitionsToTxnRe
     let code = if any_unknown {
         None
     } else {
-        let result = match check_active(node) {
+        let result = match node.transactions.check_active() {
             Ok(()) => node.transactions.add(&id, req.v3_and_below_producer_id.0, req.v3_and_below_producer_epoch, &wanted, None).await,
             Err(e) => Err(e),
         };
@@ -104,7 +96,7 @@ pub async fn handle_add_offsets_to_txn(node: &Node, req: AddOffsetsToTxnRequest,
     if group.is_empty() {
         return AddOffsetsToTxnResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
     }
-    let result = match check_active(node) {
+    let result = match node.transactions.check_active() {
         Ok(()) => node.transactions.add(&req.transactional_id.0, req.producer_id.0, req.producer_epoch, &[], Some(&group)).await,
         Err(e) => Err(e),
     };
@@ -132,7 +124,7 @@ pub async fn handle_txn_offset_commit(node: &Node, req: TxnOffsetCommitRequest, 
         return respond_all(ResponseError::InvalidGroupId.code());
     }
     let txn_id = req.transactional_id.0.to_string();
-    let checked = match check_active(node) {
+    let checked = match node.transactions.check_active() {
         Ok(()) => node.transactions.check_offsets(&txn_id, req.producer_id.0, req.producer_epoch, &group).await,
         Err(e) => Err(e),
     };
@@ -182,7 +174,7 @@ pub async fn handle_txn_offset_commit(node: &Node, req: TxnOffsetCommitRequest, 
 }
 
 pub async fn handle_end_txn(node: &Node, req: EndTxnRequest, version: i16) -> EndTxnResponse {
-    let result = match check_active(node) {
+    let result = match node.transactions.check_active() {
         Ok(()) => node.transactions.end(&req.transactional_id.0, req.producer_id.0, req.producer_epoch, req.committed).await,
         Err(e) => Err(e),
     };
@@ -190,7 +182,7 @@ pub async fn handle_end_txn(node: &Node, req: EndTxnRequest, version: i16) -> En
 }
 
 pub async fn handle_list_transactions(node: &Node, req: ListTransactionsRequest, version: i16) -> ListTransactionsResponse {
-    if let Err(e) = check_active(node) {
+    if let Err(e) = node.transactions.check_active() {
         return ListTransactionsResponse::default().with_error_code(code_for(e, version, 0));
     }
     const STATES: [&str; 8] =
@@ -217,7 +209,7 @@ pub async fn handle_list_transactions(node: &Node, req: ListTransactionsRequest,
 }
 
 pub async fn handle_describe_transactions(node: &Node, req: DescribeTransactionsRequest, _version: i16) -> DescribeTransactionsResponse {
-    let active = check_active(node).map_err(|e| code_for(e, 0, 0));
+    let active = node.transactions.check_active().map_err(|e| code_for(e, 0, 0));
     let all = match active {
         Ok(()) => node.transactions.transactions().await,
         Err(_) => Vec::new(),

@@ -59,6 +59,7 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         BrokerError::TopicConfig(_) => ResponseError::InvalidConfig,
         BrokerError::Coordinator(c) => match c {
             CoordinatorError::NotCoordinator { .. } => ResponseError::NotCoordinator,
+            CoordinatorError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
             CoordinatorError::Unavailable(_) | CoordinatorError::Store(_) => ResponseError::CoordinatorNotAvailable,
             CoordinatorError::Txn(t) => match t {
                 TxnError::ProducerFenced => ResponseError::ProducerFenced,
