@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::metadata::str;
 use crate::coordinator::transactions::PartitionCheck;
-use crate::log::{validate_produce_records, BatchHeader, with_log_append_time, with_max_timestamp, TimestampType, ValidatedBatch};
+use crate::log::{validate_produce_records, BatchHeader, with_log_append_time, with_max_timestamp, TimestampType, TxnGuard, ValidatedBatch};
 use crate::clock::now_ms;
 use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
@@ -75,9 +75,10 @@ async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>,
         return Submitted::Failed(ResponseError::InvalidRecord, "clients may not write control batches".into());
     }
     let header = batch.header;
-    if let Some(refusal) = verify_transactional(node, &replica, &header, topic_name, partition).await {
-        return refusal;
-    }
+    let guard = match verify_transactional(node, &replica, &header, topic_name, partition).await {
+        Ok(guard) => guard,
+        Err(refusal) => return refusal,
+    };
     let append_time = settings.log_append_time.then(now_ms);
     let batch = match repair_max_timestamp(batch) {
         Ok(b) => b,
@@ -93,7 +94,7 @@ async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>,
         },
         None => batch.bytes,
     };
-    let handles = match replica.propose_batch(&header, bytes, acks == 1).await {
+    let handles = match replica.propose_batch(&header, bytes, acks == 1, guard).await {
         Ok(Proposal::Proposed(h)) => vec![h],
         Ok(Proposal::Duplicate(original)) => {
             return Submitted::Duplicate { base_offset: original.base_offset, log_start_offset: replica.log_start_offset() }
@@ -111,19 +112,31 @@ async fn submit_partition(node: &Node, topic_name: &str, topic_id: Option<Uuid>,
 /// would ever end it and read_committed consumers would stall at it for good. The
 /// coordinator may be on another node (`Node::check_txn_partition`); when it cannot answer,
 /// the batch is refused with NOT_ENOUGH_REPLICAS, which clients retry (as Kafka does with
-/// verification errors).
-async fn verify_transactional(node: &Node, replica: &PartitionReplica, h: &BatchHeader, topic: &str, partition: i32) -> Option<Submitted> {
-    if !h.is_transactional() || h.producer_id < 0 || replica.has_open_transaction(h.producer_id) {
-        return None;
+/// verification errors). A transactional batch gets the guard taken before the check: a
+/// marker written before the batch is proposed (its transaction ended meanwhile) makes the
+/// batch fail with INVALID_TXN_STATE instead of landing after the marker.
+async fn verify_transactional(
+    node: &Node,
+    replica: &PartitionReplica,
+    h: &BatchHeader,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<TxnGuard>, Submitted> {
+    if !h.is_transactional() || h.producer_id < 0 {
+        return Ok(None);
+    }
+    let (open, guard) = replica.open_transaction(h.producer_id);
+    if open {
+        return Ok(Some(guard));
     }
     match node.check_txn_partition(h.producer_id, h.producer_epoch, topic, partition).await {
-        Ok(PartitionCheck::Added) => None,
-        Ok(PartitionCheck::StaleEpoch) => Some(Submitted::Failed(ResponseError::InvalidProducerEpoch, "the producer was fenced".into())),
-        Ok(PartitionCheck::NotAdded) => Some(Submitted::Failed(
+        Ok(PartitionCheck::Added) => Ok(Some(guard)),
+        Ok(PartitionCheck::StaleEpoch) => Err(Submitted::Failed(ResponseError::InvalidProducerEpoch, "the producer was fenced".into())),
+        Ok(PartitionCheck::NotAdded) => Err(Submitted::Failed(
             ResponseError::InvalidTxnState,
             format!("partition {topic}-{partition} was not added to the producer's transaction"),
         )),
-        Err(e) => Some(Submitted::Failed(ResponseError::NotEnoughReplicas, format!("cannot verify the transaction: {e}"))),
+        Err(e) => Err(Submitted::Failed(ResponseError::NotEnoughReplicas, format!("cannot verify the transaction: {e}"))),
     }
 }
 

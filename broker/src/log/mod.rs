@@ -24,7 +24,7 @@ pub use batch::{
     MIN_BATCH_LENGTH,
 };
 pub use control::{marker_batch, read_marker, ControlType};
-pub use producer_state::{last_sequence, AbortedTxn, Admission, BatchSequence, ProducerEntry, ProducerStateTable};
+pub use producer_state::{last_sequence, AbortedTxn, Admission, BatchSequence, ProducerEntry, ProducerStateTable, TxnGuard};
 pub use entry_index::{EntryKind, EntryMeta, ENTRY_RECORD_SIZE, NO_TIMESTAMP, SEGMENT_HEADER_SIZE};
 pub use error::LogError;
 pub use partition_log::{

@@ -3,9 +3,12 @@
 //! transactions open on the partition (the last stable offset) and the aborted ones (for
 //! read_committed fetches). Pure and synchronous: committed batches are applied in log
 //! order; the leader checks a batch against the applied state plus the batches it has
-//! proposed but not yet seen applied (`pending`). Persisting snapshots is the caller's job.
+//! proposed but not yet seen applied (`pending`), and for transactional batches against
+//! the markers written since the batch's transaction was checked (`TxnGuard`). Persisting
+//! snapshots is the caller's job.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -67,8 +70,24 @@ struct PendingBatch {
     last_seq: i32,
 }
 
+/// KIP-890's verification guard. Taken before the leader decides that a transactional
+/// batch belongs to an open transaction (its own state says the transaction is open, or
+/// the coordinator says the partition was added); the batch is refused if a marker for its
+/// producer was proposed or applied since, because the batch would then land after the
+/// marker that ended its transaction and open a transaction no marker will ever end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnGuard(u64);
+
+/// Stamps of marker writes, unique in the process, so that guards of a table rebuilt
+/// from a snapshot never match guards taken before.
+static MARKER_STAMPS: AtomicU64 = AtomicU64::new(1);
+
+fn next_marker_stamp() -> u64 {
+    MARKER_STAMPS.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The applied state (what snapshots hold) plus the leader's pending batches.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProducerStateTable {
     producers: BTreeMap<i64, ProducerEntry>,
     /// Open transactions by first offset.
@@ -77,6 +96,25 @@ pub struct ProducerStateTable {
     aborted: VecDeque<AbortedTxn>,
     #[serde(skip)]
     pending: HashMap<i64, VecDeque<PendingBatch>>,
+    /// Stamp of the last marker proposed or applied per producer (`TxnGuard`)...
+    #[serde(skip)]
+    marker_stamps: HashMap<i64, u64>,
+    /// ...and of the table's creation, for producers without one.
+    #[serde(skip, default = "next_marker_stamp")]
+    created_stamp: u64,
+}
+
+impl Default for ProducerStateTable {
+    fn default() -> Self {
+        ProducerStateTable {
+            producers: BTreeMap::new(),
+            ongoing: BTreeMap::new(),
+            aborted: VecDeque::new(),
+            pending: HashMap::new(),
+            marker_stamps: HashMap::new(),
+            created_stamp: next_marker_stamp(),
+        }
+    }
 }
 
 /// The sequence number of a batch's last record; sequences wrap from i32::MAX to 0.
@@ -98,10 +136,11 @@ impl ProducerStateTable {
     /// and the batches still pending: duplicate of a remembered batch; stale epoch
     /// (INVALID_PRODUCER_EPOCH); a new epoch must start at sequence 0 and a known epoch
     /// continue the last sequence (OUT_OF_ORDER_SEQUENCE_NUMBER); a non-transactional
-    /// write while the producer's transaction is open (INVALID_TXN_STATE). A producer the
-    /// partition does not know (new, or expired) may start at any sequence, as in Kafka
-    /// since KIP-360. Batches without a producer id are always admitted.
-    pub fn check(&self, h: &BatchHeader) -> Result<Admission, LogError> {
+    /// write while the producer's transaction is open, or a transactional one whose `guard`
+    /// a marker has outdated (INVALID_TXN_STATE). A producer the partition does not know
+    /// (new, or expired) may start at any sequence, as in Kafka since KIP-360. Batches
+    /// without a producer id are always admitted.
+    pub fn check(&self, h: &BatchHeader, guard: Option<TxnGuard>) -> Result<Admission, LogError> {
         let pid = h.producer_id;
         if pid < 0 {
             return Ok(Admission::Append);
@@ -124,6 +163,11 @@ impl ProducerStateTable {
             if p.iter().any(|b| b.epoch == h.producer_epoch && b.first_seq == first && b.last_seq == last) {
                 return Ok(Admission::InFlight);
             }
+        }
+        if h.is_transactional() && guard.is_some_and(|g| g != self.txn_guard(pid)) {
+            return Err(LogError::InvalidTxnState {
+                reason: format!("producer {pid}'s transaction ended while its batch was being verified"),
+            });
         }
         // The state the batch must follow: the newest pending batch, else the applied entry.
         let (current_epoch, current_last) = match (pending.and_then(|p| p.back()), entry) {
@@ -156,6 +200,17 @@ impl ProducerStateTable {
             });
         }
         Ok(Admission::Append)
+    }
+
+    /// The guard to check a transactional batch of `producer_id` with (see `TxnGuard`).
+    pub fn txn_guard(&self, producer_id: i64) -> TxnGuard {
+        TxnGuard(self.marker_stamps.get(&producer_id).copied().unwrap_or(self.created_stamp))
+    }
+
+    /// The leader is about to propose a marker for `producer_id`: guards taken before it
+    /// no longer hold.
+    pub fn marker_proposed(&mut self, producer_id: i64) {
+        self.marker_stamps.insert(producer_id, next_marker_stamp());
     }
 
     /// Records a batch the leader is about to propose after `check` admitted it.
@@ -196,6 +251,7 @@ impl ProducerStateTable {
         entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
         let last_offset = base_offset.saturating_add(i64::from(h.last_offset_delta));
         if h.is_control() {
+            self.marker_stamps.insert(pid, next_marker_stamp());
             if let Some((kind, coordinator_epoch)) = marker {
                 entry.coordinator_epoch = coordinator_epoch;
                 if let Some(first) = entry.txn_first_offset.take() {
@@ -262,6 +318,8 @@ impl ProducerStateTable {
         let before = self.producers.len();
         self.producers
             .retain(|_, e| e.txn_first_offset.is_some() || e.last_timestamp.saturating_add(max_idle_ms) > now_ms);
+        let producers = &self.producers;
+        self.marker_stamps.retain(|pid, _| producers.contains_key(pid));
         before - self.producers.len()
     }
 
@@ -290,7 +348,7 @@ mod tests {
 
     /// Applies `h` at `offset` after checking and reserving it, as the leader does.
     fn append(t: &mut ProducerStateTable, h: &BatchHeader, offset: i64) {
-        assert_eq!(t.check(h).expect("admitted"), Admission::Append);
+        assert_eq!(t.check(h, None).expect("admitted"), Admission::Append);
         t.reserve(h);
         t.apply(h, offset, None);
     }
@@ -302,11 +360,11 @@ mod tests {
         let b1 = header(7, 0, 3, 2, false);
         append(&mut t, &b0, 100);
         append(&mut t, &b1, 103);
-        match t.check(&b0).expect("checked") {
+        match t.check(&b0, None).expect("checked") {
             Admission::Duplicate(s) => assert_eq!((s.base_offset, s.last_offset), (100, 102)),
             other => panic!("expected duplicate, got {other:?}"),
         }
-        assert!(matches!(t.check(&b1), Ok(Admission::Duplicate(s)) if s.base_offset == 103));
+        assert!(matches!(t.check(&b1, None), Ok(Admission::Duplicate(s)) if s.base_offset == 103));
     }
 
     #[test]
@@ -316,37 +374,37 @@ mod tests {
             append(&mut t, &header(1, 0, i, 1, false), i64::from(i));
         }
         // The first batch is forgotten: a retry of it is now out of order, as in Kafka.
-        assert!(matches!(t.check(&header(1, 0, 0, 1, false)), Err(LogError::OutOfOrderSequence { .. })));
-        assert!(matches!(t.check(&header(1, 0, 1, 1, false)), Ok(Admission::Duplicate(_))));
+        assert!(matches!(t.check(&header(1, 0, 0, 1, false), None), Err(LogError::OutOfOrderSequence { .. })));
+        assert!(matches!(t.check(&header(1, 0, 1, 1, false), None), Ok(Admission::Duplicate(_))));
     }
 
     #[test]
     fn a_gap_in_sequence_is_out_of_order() {
         let mut t = ProducerStateTable::default();
         append(&mut t, &header(1, 0, 0, 2, false), 0);
-        assert!(matches!(t.check(&header(1, 0, 3, 1, false)), Err(LogError::OutOfOrderSequence { .. })));
-        assert_eq!(t.check(&header(1, 0, 2, 1, false)).expect("next in sequence"), Admission::Append);
+        assert!(matches!(t.check(&header(1, 0, 3, 1, false), None), Err(LogError::OutOfOrderSequence { .. })));
+        assert_eq!(t.check(&header(1, 0, 2, 1, false), None).expect("next in sequence"), Admission::Append);
     }
 
     #[test]
     fn an_older_epoch_is_rejected_and_a_new_epoch_starts_at_zero() {
         let mut t = ProducerStateTable::default();
         append(&mut t, &header(1, 3, 0, 1, false), 0);
-        assert!(matches!(t.check(&header(1, 2, 1, 1, false)), Err(LogError::InvalidProducerEpoch { current: 3, .. })));
-        assert!(matches!(t.check(&header(1, 4, 5, 1, false)), Err(LogError::OutOfOrderSequence { .. })));
-        assert_eq!(t.check(&header(1, 4, 0, 1, false)).expect("new epoch"), Admission::Append);
+        assert!(matches!(t.check(&header(1, 2, 1, 1, false), None), Err(LogError::InvalidProducerEpoch { current: 3, .. })));
+        assert!(matches!(t.check(&header(1, 4, 5, 1, false), None), Err(LogError::OutOfOrderSequence { .. })));
+        assert_eq!(t.check(&header(1, 4, 0, 1, false), None).expect("new epoch"), Admission::Append);
     }
 
     #[test]
     fn an_unknown_producer_may_start_at_any_sequence() {
         let t = ProducerStateTable::default();
-        assert_eq!(t.check(&header(9, 0, 1234, 1, false)).expect("admitted"), Admission::Append);
+        assert_eq!(t.check(&header(9, 0, 1234, 1, false), None).expect("admitted"), Admission::Append);
     }
 
     #[test]
     fn a_batch_with_a_producer_id_and_no_sequence_is_invalid() {
         let t = ProducerStateTable::default();
-        assert!(matches!(t.check(&header(9, 0, -1, 1, false)), Err(LogError::InvalidProducerBatch { .. })));
+        assert!(matches!(t.check(&header(9, 0, -1, 1, false), None), Err(LogError::InvalidProducerBatch { .. })));
     }
 
     #[test]
@@ -354,17 +412,17 @@ mod tests {
         let mut t = ProducerStateTable::default();
         let b0 = header(1, 0, 0, 2, false);
         let b1 = header(1, 0, 2, 2, false);
-        t.check(&b0).expect("admitted");
+        t.check(&b0, None).expect("admitted");
         t.reserve(&b0);
-        assert_eq!(t.check(&b1).expect("follows the pending batch"), Admission::Append);
+        assert_eq!(t.check(&b1, None).expect("follows the pending batch"), Admission::Append);
         t.reserve(&b1);
-        assert_eq!(t.check(&b0).expect("checked"), Admission::InFlight);
+        assert_eq!(t.check(&b0, None).expect("checked"), Admission::InFlight);
         t.apply(&b0, 10, None);
-        assert!(matches!(t.check(&b0), Ok(Admission::Duplicate(s)) if s.base_offset == 10));
-        assert_eq!(t.check(&b1).expect("checked"), Admission::InFlight);
+        assert!(matches!(t.check(&b0, None), Ok(Admission::Duplicate(s)) if s.base_offset == 10));
+        assert_eq!(t.check(&b1, None).expect("checked"), Admission::InFlight);
         // A failed proposal releases the reservations: the sequence continues from the log.
         t.release(1);
-        assert_eq!(t.check(&b1).expect("checked"), Admission::Append);
+        assert_eq!(t.check(&b1, None).expect("checked"), Admission::Append);
     }
 
     #[test]
@@ -372,7 +430,7 @@ mod tests {
         let mut t = ProducerStateTable::default();
         append(&mut t, &header(1, 0, i32::MAX - 1, 2, false), 0);
         assert_eq!(last_sequence(&header(1, 0, i32::MAX, 3, false)), 1);
-        assert_eq!(t.check(&header(1, 0, 0, 1, false)).expect("wraps"), Admission::Append);
+        assert_eq!(t.check(&header(1, 0, 0, 1, false), None).expect("wraps"), Admission::Append);
     }
 
     #[test]
@@ -391,14 +449,48 @@ mod tests {
         assert!(t.aborted_between(15, 100).is_empty());
         assert!(t.aborted_between(0, 10).is_empty());
         // The sequence continues after a marker of the same epoch.
-        assert_eq!(t.check(&header(1, 0, 3, 1, false)).expect("in sequence"), Admission::Append);
+        assert_eq!(t.check(&header(1, 0, 3, 1, false), None).expect("in sequence"), Admission::Append);
     }
 
     #[test]
     fn a_plain_write_during_an_open_transaction_is_refused() {
         let mut t = ProducerStateTable::default();
         append(&mut t, &header(1, 0, 0, 1, true), 0);
-        assert!(matches!(t.check(&header(1, 0, 1, 1, false)), Err(LogError::InvalidTxnState { .. })));
+        assert!(matches!(t.check(&header(1, 0, 1, 1, false), None), Err(LogError::InvalidTxnState { .. })));
+    }
+
+    #[test]
+    fn a_marker_since_the_guard_was_taken_refuses_the_transactional_batch() {
+        let mut t = ProducerStateTable::default();
+        // Guards taken with no marker in between hold, also across pipelined batches.
+        let g = t.txn_guard(1);
+        append_guarded(&mut t, &header(1, 0, 0, 1, true), 0, g);
+        let again = t.txn_guard(1);
+        append_guarded(&mut t, &header(1, 0, 1, 1, true), 1, again);
+        assert_eq!(t.check(&header(1, 0, 2, 1, true), Some(g)).expect("same guard"), Admission::Append);
+        // The coordinator ends the transaction while a late batch is being verified.
+        let late = t.txn_guard(1);
+        t.marker_proposed(1);
+        let batch = header(1, 0, 2, 1, true);
+        assert!(matches!(t.check(&batch, Some(late)), Err(LogError::InvalidTxnState { .. })));
+        // The same when the marker arrives applied (a follower that has just become leader).
+        let late = t.txn_guard(1);
+        t.apply(&marker(1, 0), 2, Some((ControlType::Commit, 0)));
+        assert!(matches!(t.check(&batch, Some(late)), Err(LogError::InvalidTxnState { .. })));
+        // A batch checked after the marker starts the next transaction.
+        assert_eq!(t.check(&batch, Some(t.txn_guard(1))).expect("fresh guard"), Admission::Append);
+        // Non-transactional batches and other producers are not concerned.
+        assert_eq!(t.check(&header(2, 0, 0, 1, true), Some(t.txn_guard(2))).expect("other producer"), Admission::Append);
+        // A table rebuilt from a snapshot honours no guard taken before.
+        let old = t.txn_guard(7);
+        let rebuilt: ProducerStateTable = serde_json::from_slice(&serde_json::to_vec(&t).expect("ser")).expect("de");
+        assert!(matches!(rebuilt.check(&header(7, 0, 0, 1, true), Some(old)), Err(LogError::InvalidTxnState { .. })));
+    }
+
+    fn append_guarded(t: &mut ProducerStateTable, h: &BatchHeader, offset: i64, g: TxnGuard) {
+        assert_eq!(t.check(h, Some(g)).expect("admitted"), Admission::Append);
+        t.reserve(h);
+        t.apply(h, offset, None);
     }
 
     #[test]
@@ -418,7 +510,7 @@ mod tests {
         let json = serde_json::to_vec(&t).expect("serialises");
         let back: ProducerStateTable = serde_json::from_slice(&json).expect("deserialises");
         assert_eq!(back.first_unstable_offset(), Some(0));
-        assert_eq!(back.check(&header(1, 0, 1, 1, true)).expect("checked"), Admission::Append);
+        assert_eq!(back.check(&header(1, 0, 1, 1, true), None).expect("checked"), Admission::Append);
         assert!(back.pending.is_empty());
     }
 }

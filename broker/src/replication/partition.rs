@@ -24,7 +24,7 @@ use super::types::{PartitionCommand, PartitionRaft, PartitionReply};
 use super::ReplicationError;
 use crate::config::FsyncPolicy;
 use crate::log::{
-    marker_batch, AbortedTxn, Admission, BatchHeader, BatchSequence, ControlType, LogConfig, PartitionLog, ReadSlice,
+    marker_batch, AbortedTxn, Admission, BatchHeader, BatchSequence, ControlType, LogConfig, PartitionLog, ReadSlice, TxnGuard,
 };
 
 /// How to open a partition replica.
@@ -713,7 +713,14 @@ impl PartitionReplica {
     /// id must be in sequence for its epoch; a retry of a batch already in the log is
     /// answered with the original's offsets and not written again; a retry of one still in
     /// flight waits for it. Batches without a producer id go straight to `propose`.
-    pub async fn propose_batch(&self, header: &BatchHeader, batch: Bytes, local_ack: bool) -> Result<Proposal, ReplicationError> {
+    /// A transactional batch carries the `guard` taken before its transaction was checked.
+    pub async fn propose_batch(
+        &self,
+        header: &BatchHeader,
+        batch: Bytes,
+        local_ack: bool,
+        guard: Option<TxnGuard>,
+    ) -> Result<Proposal, ReplicationError> {
         // As Kafka, leadership before sequences: otherwise a batch pipelined behind one
         // refused with NOT_LEADER_OR_FOLLOWER would get OUT_OF_ORDER_SEQUENCE_NUMBER, on
         // which librdkafka bumps its epoch and resends, duplicating batches that did commit.
@@ -727,7 +734,7 @@ impl PartitionReplica {
             tokio::pin!(applied);
             applied.as_mut().enable();
             let gate = self.producer_gate.lock().await;
-            let admission = self.shared.producers().table.check(header)?;
+            let admission = self.shared.producers().table.check(header, guard)?;
             match admission {
                 Admission::Duplicate(b) => return Ok(Proposal::Duplicate(b)),
                 Admission::InFlight => {
@@ -758,6 +765,12 @@ impl PartitionReplica {
     /// transaction coordinator's write; clients cannot send control batches).
     pub async fn write_marker(&self, producer_id: i64, epoch: i16, kind: ControlType, coordinator_epoch: i32) -> Result<i64, ReplicationError> {
         let batch = marker_batch(producer_id, epoch, kind, coordinator_epoch, crate::clock::now_ms());
+        {
+            // Under the gate: a batch checked before this was proposed before the marker,
+            // one checked after is refused (`TxnGuard`).
+            let _gate = self.producer_gate.lock().await;
+            self.shared.producers().table.marker_proposed(producer_id);
+        }
         let reply = self.append(Bytes::from(batch)).await?;
         Ok(reply.base_offset)
     }
@@ -774,9 +787,12 @@ impl PartitionReplica {
         self.shared.producers().table.aborted_between(from, to)
     }
 
-    /// Whether `producer_id` has a transaction open on this partition.
-    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
-        self.shared.producers().table.has_open_transaction(producer_id)
+    /// Whether `producer_id` has a transaction open on this partition, and the guard under
+    /// which that was seen (taken first).
+    pub fn open_transaction(&self, producer_id: i64) -> (bool, TxnGuard) {
+        let producers = self.shared.producers();
+        let guard = producers.table.txn_guard(producer_id);
+        (producers.table.has_open_transaction(producer_id), guard)
     }
 
     /// A serving leader that is not handing its leadership over takes writes.
