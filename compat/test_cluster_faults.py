@@ -623,6 +623,69 @@ def unregister_broker(port, broker_id, timeout=5.0):
     return flexible_admin_call(port, 64, struct.pack(">i", broker_id) + b"\x00", timeout)
 
 
+def describe_quorum(port, timeout=5.0):
+    """DescribeQuorum v1 sent by hand, as `kafka-metadata-quorum.sh describe --status` asks
+    it (no stock Python client has it). Returns the partition's error code and, when it is
+    0, the leader, epoch, high watermark and {node: (log end offset, last caught up ms)}
+    of the voters and of the observers."""
+    client = b"runnel-compat"
+    topic = b"__cluster_metadata"
+    # Header v2; body: topics [name, partitions [index 0, tags], tags], tags (compact).
+    body = b"\x02" + bytes([len(topic) + 1]) + topic + b"\x02" + struct.pack(">i", 0) + b"\x00" + b"\x00" + b"\x00"
+    frame = struct.pack(">hhih", 55, 1, 9, len(client)) + client + b"\x00" + body
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", _recv_exact(s, 4))[0]
+        reply = _recv_exact(s, size)
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        values = struct.unpack_from(fmt, reply, pos)
+        pos += struct.calcsize(fmt)
+        return values if len(values) > 1 else values[0]
+
+    def varint():
+        nonlocal pos
+        shift = value = 0
+        while True:
+            b = reply[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+
+    def skip_tags():
+        for _ in range(varint()):
+            varint()
+            nonlocal pos
+            pos += varint()
+
+    def replicas():
+        out = {}
+        for _ in range(varint() - 1):
+            node, end, _fetch, caught_up = take(">iqqq")
+            skip_tags()
+            out[node] = (end, caught_up)
+        return out
+
+    assert take(">i") == 9
+    skip_tags()
+    assert take(">h") == 0, "top-level error"
+    assert varint() - 1 == 1, "one topic"
+    name_len = varint() - 1
+    assert reply[pos:pos + name_len] == topic
+    pos += name_len
+    assert varint() - 1 == 1, "one partition"
+    index, error, leader, epoch, high_watermark = take(">ihiiq")
+    assert index == 0
+    if error != 0:
+        return {"error": error}
+    return {"error": 0, "leader": leader, "epoch": epoch, "high_watermark": high_watermark,
+            "voters": replicas(), "observers": replicas()}
+
+
 def _recv_exact(s, n):
     data = b""
     while len(data) < n:
@@ -941,6 +1004,20 @@ def test_controller_voters_are_replaced_at_runtime(cluster_factory):
     staying = next(n for n in (1, 2, 3) if n != leaving)
     assert unregister_broker(cluster.nodes[staying].port, staying) == 42, "a voter cannot be unregistered: INVALID_REQUEST"
 
+    # DescribeQuorum, asked of a node that does not lead (it asks the leader), shows the
+    # new voters, all caught up, and the removed voter as an observer.
+    voters = sorted({1, 2, 3, newcomer} - {leaving})
+    asked = next(n for n in voters if n != leader)
+
+    def quorum_settled():
+        q = describe_quorum(cluster.nodes[asked].port)
+        return q["error"] == 0 and sorted(q["voters"]) == voters and leaving in q["observers"] and all(
+            end >= q["high_watermark"] and caught_up > 0 for end, caught_up in q["voters"].values())
+
+    wait_until(quorum_settled, timeout=30, what="DescribeQuorum showing the new voters")
+    q = describe_quorum(cluster.nodes[asked].port)
+    assert q["leader"] == leader and q["epoch"] > 0
+
     # Two of the three original voters die: the leaving one and another.
     cluster.nodes[leaving].kill9()
     cluster.nodes[staying].kill9()
@@ -957,3 +1034,8 @@ def test_controller_voters_are_replaced_at_runtime(cluster_factory):
     wait_until(lambda: all_in_sync(admin, "after", partitions=2, nodes=alive), timeout=60, what="leaders on the living nodes")
     producer = write_records(alive_bootstrap, "after", 200, partitions=2)
     read_once_in_order(alive_bootstrap, "after", "after-group", producer.acked)
+    # The quorum goes on with two of its three voters, the third not caught up.
+    after = describe_quorum(cluster.nodes[alive[0]].port)
+    assert after["error"] == 0 and after["leader"] in alive and sorted(after["voters"]) == voters
+    assert after["high_watermark"] > q["high_watermark"]
+    assert after["voters"][staying][1] == -1 and after["voters"][staying][0] < after["high_watermark"]

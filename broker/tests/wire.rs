@@ -407,3 +407,50 @@ fn a_client_that_never_reads_responses_does_not_grow_broker_memory() {
     let ids = sender.join().expect("sender");
     assert_eq!(got, ids, "responses out of order");
 }
+
+/// DescribeQuorum (what `kafka-metadata-quorum.sh describe --status` asks) at every
+/// advertised version, on every node of a cluster: each answers for the controller's
+/// leader (the others ask it), with the three voters, their fetch times from v1 and their
+/// raft endpoints from v2; any other partition is an invalid request.
+#[test]
+fn every_node_describes_the_controller_quorum_at_every_version() {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let nodes = common::cluster(3, &[]);
+    let ask = |c: &mut Client, version: i16, topic: &str| {
+        let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName(s(topic)))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+        match c.request(ApiKey::DescribeQuorum, version, RequestKind::DescribeQuorum(req)) {
+            ResponseKind::DescribeQuorum(r) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut leaders = Vec::new();
+    for node in &nodes {
+        let mut c = node.client();
+        for version in 0..=2 {
+            let r = ask(&mut c, version, "__cluster_metadata");
+            assert_eq!(r.error_code, 0);
+            let p = &r.topics[0].partitions[0];
+            assert_eq!(p.error_code, 0, "v{version}: {p:?}");
+            leaders.push(p.leader_id.0);
+            assert!(p.leader_epoch > 0 && p.high_watermark > 0);
+            assert_eq!(p.current_voters.iter().map(|v| v.replica_id.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+            assert!(p.current_voters.iter().all(|v| v.log_end_offset > 0));
+            assert!(p.observers.is_empty());
+            let fetched = p.current_voters.iter().all(|v| v.last_fetch_timestamp > 0);
+            assert_eq!(fetched, version >= 1, "v{version}: fetch times are v1+");
+            if version >= 2 {
+                let mut ids: Vec<i32> = r.nodes.iter().map(|n| n.node_id.0).collect();
+                ids.sort_unstable();
+                assert_eq!(ids, vec![1, 2, 3]);
+                assert!(r.nodes.iter().all(|n| n.listeners.len() == 1 && n.listeners[0].name.as_str() == "RAFT" && n.listeners[0].port > 0));
+            } else {
+                assert!(r.nodes.is_empty());
+            }
+        }
+        assert_eq!(ask(&mut c, 1, "orders").error_code, 42, "INVALID_REQUEST");
+    }
+    leaders.dedup();
+    assert_eq!(leaders.len(), 1, "every node names the same leader: {leaders:?}");
+}

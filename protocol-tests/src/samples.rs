@@ -23,6 +23,7 @@ use kafka_protocol::messages::{
     ProduceResponse, ProducerId, RequestKind, ResponseKind, SyncGroupRequest, SyncGroupResponse,
     TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, UnregisterBrokerRequest,
     UnregisterBrokerResponse, AddRaftVoterRequest, AddRaftVoterResponse, RemoveRaftVoterRequest, RemoveRaftVoterResponse,
+    DescribeQuorumRequest, DescribeQuorumResponse,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use runnel::protocol::{legacy, versions};
@@ -112,6 +113,7 @@ samples! {
     UnregisterBroker => unregister_broker_request, unregister_broker_response;
     AddRaftVoter => add_raft_voter_request, add_raft_voter_response;
     RemoveRaftVoter => remove_raft_voter_request, remove_raft_voter_response;
+    DescribeQuorum => describe_quorum_request, describe_quorum_response;
 }
 
 /// The version whose sample stands for `api` at `version`; panics when Runnel does not
@@ -1913,6 +1915,47 @@ fn remove_raft_voter_response(v: i16) -> RemoveRaftVoterResponse {
         .with_error_code(127)
         .with_error_message(Some(text("voter 1: node 1 is not a controller voter")))
         .with_unknown_tagged_fields(unknown_tags::<RemoveRaftVoterRequest>(v))
+}
+
+fn describe_quorum_request(v: i16) -> DescribeQuorumRequest {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    DescribeQuorumRequest::default()
+        .with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName(text("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])])
+        .with_unknown_tagged_fields(unknown_tags::<DescribeQuorumRequest>(v))
+}
+
+fn describe_quorum_response(v: i16) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{Listener, Node, PartitionData, ReplicaState, TopicData};
+    let replica = |id: i32, end: i64| {
+        let r = ReplicaState::default().with_replica_id(BrokerId(id)).with_log_end_offset(end);
+        let r = if v >= 1 { r.with_last_fetch_timestamp(1_700_000_000_000).with_last_caught_up_timestamp(1_700_000_000_000 - i64::from(id)) } else { r };
+        if v >= 2 { r.with_replica_directory_id(Uuid::from_u128(u128::from(id.unsigned_abs()))) } else { r }
+    };
+    let response = DescribeQuorumResponse::default()
+        .with_error_code(0)
+        .with_topics(vec![TopicData::default().with_topic_name(TopicName(text("__cluster_metadata"))).with_partitions(vec![
+            PartitionData::default()
+                .with_partition_index(0)
+                .with_error_code(0)
+                .with_leader_id(BrokerId(2))
+                .with_leader_epoch(7)
+                .with_high_watermark(1234)
+                .with_current_voters(vec![replica(1, 1234), replica(2, 1240), replica(3, -1)])
+                .with_observers(vec![replica(4, 1200)]),
+        ])]);
+    let response = if v >= 2 {
+        response
+            .with_error_message(Some(text("")))
+            .with_nodes(vec![Node::default().with_node_id(BrokerId(2)).with_listeners(vec![Listener::default()
+                .with_name(text("RAFT"))
+                .with_host(text("h2"))
+                .with_port(19092)])])
+    } else {
+        response
+    };
+    response.with_unknown_tagged_fields(unknown_tags::<DescribeQuorumRequest>(v))
 }
 
 #[cfg(test)]

@@ -194,6 +194,64 @@ pub struct ControllerSetup {
     pub proposed_cluster_id: String,
 }
 
+/// The controller quorum as DescribeQuorum (KIP-595, KIP-853) reports it, seen from its
+/// leader. Offsets are raft log indexes plus one (the offset after the last entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumInfo {
+    pub leader: u64,
+    /// The raft term.
+    pub epoch: i32,
+    /// The offset after the last entry the leader has applied (so committed).
+    pub high_watermark: i64,
+    pub voters: Vec<QuorumReplica>,
+    /// Nodes that replicate the controller log without voting (raft learners).
+    pub observers: Vec<QuorumReplica>,
+}
+
+/// One replica of the controller log, as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumReplica {
+    pub node_id: u64,
+    /// The offset after the replica's last entry known to match the leader's; -1: unknown.
+    pub log_end_offset: i64,
+    /// When the leader last heard from the replica (ms since the epoch); -1: never.
+    pub last_fetch_ms: i64,
+    /// When the replica was last seen holding every entry of the leader's log: the time it
+    /// was last heard from if it holds them now, else -1 (unknown).
+    pub last_caught_up_ms: i64,
+}
+
+/// The quorum from the leader's raft metrics; `None` on a node that does not lead.
+/// `heard_ago` says how long ago a node was last heard from.
+fn quorum_info(m: &openraft::RaftMetrics<u64, BasicNode>, now_ms: i64, heard_ago: impl Fn(u64) -> Option<Duration>) -> Option<QuorumInfo> {
+    if m.state != openraft::ServerState::Leader {
+        return None;
+    }
+    let end = m.last_log_index.map_or(0, |i| i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1));
+    let replica = |id: u64| {
+        if id == m.id {
+            return QuorumReplica { node_id: id, log_end_offset: end, last_fetch_ms: now_ms, last_caught_up_ms: now_ms };
+        }
+        let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
+        let log_end_offset = matched.map_or(-1, |l| i64::try_from(l.index).unwrap_or(i64::MAX).saturating_add(1));
+        let last_fetch_ms = heard_ago(id).map_or(-1, |ago| now_ms.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)));
+        let last_caught_up_ms = if log_end_offset == end { last_fetch_ms } else { -1 };
+        QuorumReplica { node_id: id, log_end_offset, last_fetch_ms, last_caught_up_ms }
+    };
+    let membership = m.membership_config.membership();
+    Some(QuorumInfo {
+        leader: m.id,
+        epoch: i32::try_from(m.vote.leader_id().term).unwrap_or(i32::MAX),
+        high_watermark: m.last_applied.map_or(0, |l| i64::try_from(l.index).unwrap_or(i64::MAX).saturating_add(1)),
+        voters: membership.voter_ids().map(replica).collect(),
+        observers: membership.learner_ids().map(replica).collect(),
+    })
+}
+
+fn local_quorum(raft: &Raft<ControllerRaft>, transport: &PeerTransport) -> Option<QuorumInfo> {
+    quorum_info(&raft.metrics().borrow(), crate::clock::now_ms(), |id| transport.heard_ago(id))
+}
+
 /// The answer to a proposal forwarded to the leader.
 #[derive(Debug, Serialize, Deserialize)]
 struct Forwarded {
@@ -202,11 +260,16 @@ struct Forwarded {
     index: u64,
 }
 
-/// The controller's end of the transport: raft RPCs, and proposals other nodes forward.
-struct ControllerInbound(Raft<ControllerRaft>);
+/// The controller's end of the transport: raft RPCs, proposals other nodes forward, and
+/// their questions about the quorum.
+struct ControllerInbound(Raft<ControllerRaft>, Arc<PeerTransport>);
 
 impl InboundGroup for ControllerInbound {
     fn handle(&self, kind: Kind, body: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        if kind == Kind::Query {
+            let answer = local_quorum(&self.0, &self.1).ok_or(ClusterError::NotController { leader: self.0.metrics().borrow().current_leader });
+            return Box::pin(std::future::ready(encode(&answer)));
+        }
         if kind != Kind::Forward {
             return InboundGroup::handle(&self.0, kind, body);
         }
@@ -303,7 +366,7 @@ impl Controller {
         let config = command_group_config("runnel-controller", 1_000, 100, members.timing()).map_err(unavailable)?;
         let network = GroupNetwork::new(members.transport.clone(), GroupId::Controller);
         let raft = Raft::new(node_id, config, network.clone(), log, sm).await.map_err(unavailable)?;
-        members.router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone())));
+        members.router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone(), members.transport.clone())));
         if !members.voters.is_empty() {
             let _ = watch_serving(raft.metrics(), GroupId::Controller, Some(tracing::Level::INFO));
         }
@@ -422,6 +485,16 @@ impl Controller {
         } else {
             current.into_iter().collect()
         }
+    }
+
+    /// The quorum (DescribeQuorum): this node's view when it leads, else its leader's.
+    pub async fn describe_quorum(&self) -> Result<QuorumInfo, ClusterError> {
+        if let Some(q) = local_quorum(&self.raft, &self.transport) {
+            return Ok(q);
+        }
+        let leader = self.leader().filter(|l| *l != self.node_id).ok_or(ClusterError::NotController { leader: None })?;
+        let reply = self.transport.request(leader, Kind::Query, GroupId::Controller, Bytes::new(), FORWARD_TIMEOUT).await.map_err(unavailable)?;
+        decode::<Result<QuorumInfo, ClusterError>>("quorum answer", &reply).map_err(unavailable)?
     }
 
     /// Whether the group's membership is settled (not between two voter sets).
@@ -556,7 +629,7 @@ mod tests {
             let log = RocksLogStore::<ControllerRaft>::new(store, RAFT_PREFIX);
             let config = command_group_config("runnel-controller", snapshot_every, keep, FAST_ELECTIONS).expect("config");
             let raft = Raft::new(*id, config, GroupNetwork::new(transport.clone(), GroupId::Controller), log, sm).await.expect("raft");
-            router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone())));
+            router.register(GroupId::Controller, Arc::new(ControllerInbound(raft.clone(), transport.clone())));
             rafts.push((raft, state));
         }
         (nodes, rafts)
@@ -615,6 +688,39 @@ mod tests {
         }
         write(first, create("orders")).await;
         applied_everywhere(&rafts, "orders", None).await;
+
+        // DescribeQuorum's view, asked over the transport: the leader answers with every
+        // voter caught up and recently heard; a follower refuses, naming the leader.
+        let other = (first + 1) % 3;
+        let ask = |from: usize, to: usize| {
+            let t = nodes[from].2.clone();
+            async move {
+                let reply = t.request(to as u64 + 1, Kind::Query, GroupId::Controller, Bytes::new(), Duration::from_secs(5)).await.expect("answered");
+                decode::<Result<QuorumInfo, ClusterError>>("quorum", &reply).expect("decodes")
+            }
+        };
+        let mut quorum = None;
+        for _ in 0..100 {
+            let q = ask(other, first).await.expect("the leader answers");
+            let end = q.voters.iter().find(|v| v.node_id == first as u64 + 1).map(|v| v.log_end_offset);
+            if q.voters.iter().all(|v| Some(v.log_end_offset) == end && v.last_caught_up_ms > 0) {
+                quorum = Some(q);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let q = quorum.expect("every voter caught up in the leader's view");
+        assert_eq!(q.leader, first as u64 + 1);
+        assert_eq!(q.voters.iter().map(|v| v.node_id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(q.observers.is_empty());
+        assert_eq!(q.epoch, i32::try_from(rafts[first].0.metrics().borrow().current_term).expect("term"));
+        assert!(q.high_watermark > 0 && q.voters.iter().all(|v| v.log_end_offset >= q.high_watermark));
+        let now = crate::clock::now_ms();
+        assert!(q.voters.iter().all(|v| v.last_fetch_ms > now - 5_000 && v.last_fetch_ms <= now));
+        match ask(first, other).await {
+            Err(ClusterError::NotController { leader }) => assert_eq!(leader, Some(first as u64 + 1)),
+            r => panic!("a follower answered {r:?}"),
+        }
 
         // The leader goes away: its raft stops and its node answers no raft RPC.
         rafts[first].0.shutdown().await.expect("shutdown");

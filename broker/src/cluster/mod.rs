@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use controller::{Controller, ControllerSetup};
+pub use controller::{Controller, ControllerSetup, QuorumInfo, QuorumReplica};
 
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;

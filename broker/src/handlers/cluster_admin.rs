@@ -1,23 +1,24 @@
 //! Cluster administration: moving partitions between nodes (AlterPartitionReassignments and
 //! ListPartitionReassignments, KIP-455), removing a node (UnregisterBroker), changing the
-//! controller voters (AddRaftVoter and RemoveRaftVoter, KIP-853) and preferred-leader
-//! election (ElectLeaders, KIP-460). The controller records what is wanted; partition
+//! controller voters (AddRaftVoter and RemoveRaftVoter, KIP-853), describing them
+//! (DescribeQuorum, KIP-595) and preferred-leader election (ElectLeaders, KIP-460). The controller records what is wanted; partition
 //! leaders carry it out (see `node`).
 
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_quorum_response;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::alter_partition_reassignments_response::{ReassignablePartitionResponse, ReassignableTopicResponse};
 use kafka_protocol::messages::list_partition_reassignments_response::{OngoingPartitionReassignment, OngoingTopicReassignment};
 use kafka_protocol::messages::{
     AddRaftVoterRequest, AddRaftVoterResponse, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
-    ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    DescribeQuorumRequest, DescribeQuorumResponse, ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
     RemoveRaftVoterRequest, RemoveRaftVoterResponse, TopicName, UnregisterBrokerRequest, UnregisterBrokerResponse,
 };
 
 use super::metadata::str;
-use crate::cluster::{ClusterError, ControllerCommand, PartitionMeta, TopicMeta};
+use crate::cluster::{ClusterError, ControllerCommand, PartitionMeta, QuorumReplica, TopicMeta};
 use crate::node::Node;
 use crate::protocol::errors::{kafka_error, BrokerError};
 
@@ -277,4 +278,80 @@ pub async fn handle_remove_raft_voter(node: &Node, req: RemoveRaftVoterRequest, 
             .with_error_code(kafka_error(&e).code())
             .with_error_message(Some(str(&format!("voter {}: {e}", req.voter_id)))),
     }
+}
+
+/// The controller log's name and partition in Kafka (KRaft); the only one DescribeQuorum
+/// knows.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// The listener name the voters' raft endpoints get in DescribeQuorum v2.
+const RAFT_LISTENER: &str = "RAFT";
+
+fn replica_state(r: &QuorumReplica, version: i16) -> describe_quorum_response::ReplicaState {
+    let state = describe_quorum_response::ReplicaState::default()
+        .with_replica_id(BrokerId(i32::try_from(r.node_id).unwrap_or(i32::MAX)))
+        .with_log_end_offset(r.log_end_offset);
+    if version >= 1 {
+        state.with_last_fetch_timestamp(r.last_fetch_ms).with_last_caught_up_timestamp(r.last_caught_up_ms)
+    } else {
+        state
+    }
+}
+
+/// DescribeQuorum (KIP-595; v1 adds fetch times, v2 directory ids and voter endpoints,
+/// KIP-853): the controller quorum as its leader sees it, asked of the leader by any node
+/// (Kafka's brokers forward it to the active controller). Replica directory ids are all
+/// zero: Runnel keeps one data directory per node and does not name it.
+pub async fn handle_describe_quorum(node: &Node, req: DescribeQuorumRequest, version: i16) -> DescribeQuorumResponse {
+    let asks_metadata_log = matches!(req.topics.as_slice(), [t] if t.topic_name.0.as_str() == METADATA_TOPIC
+        && matches!(t.partitions.as_slice(), [p] if p.partition_index == 0));
+    if !asks_metadata_log {
+        // As Kafka: anything but the one metadata partition is an invalid request.
+        let r = DescribeQuorumResponse::default().with_error_code(ResponseError::InvalidRequest.code());
+        return if version >= 2 { r.with_error_message(Some(str(&format!("only {METADATA_TOPIC}-0 has a quorum")))) } else { r };
+    }
+    let partition = describe_quorum_response::PartitionData::default().with_partition_index(0);
+    let (partition, nodes) = match node.controller.describe_quorum().await {
+        Ok(q) => {
+            let state = node.cluster();
+            let nodes = q
+                .voters
+                .iter()
+                .filter_map(|v| state.brokers.get(&v.node_id))
+                .filter_map(|b| {
+                    let (host, port) = b.raft_endpoint.rsplit_once(':')?;
+                    let listener =
+                        describe_quorum_response::Listener::default().with_name(str(RAFT_LISTENER)).with_host(str(host)).with_port(port.parse().ok()?);
+                    Some(describe_quorum_response::Node::default().with_node_id(BrokerId(i32::try_from(b.node_id).ok()?)).with_listeners(vec![listener]))
+                })
+                .collect();
+            let partition = partition
+                .with_error_code(0)
+                .with_leader_id(BrokerId(i32::try_from(q.leader).unwrap_or(i32::MAX)))
+                .with_leader_epoch(q.epoch)
+                .with_high_watermark(q.high_watermark)
+                .with_current_voters(q.voters.iter().map(|r| replica_state(r, version)).collect())
+                .with_observers(q.observers.iter().map(|r| replica_state(r, version)).collect());
+            (partition, nodes)
+        }
+        Err(e) => {
+            // As Kafka's raft client off the leader; a leader that cannot be reached the same.
+            let code = match &e {
+                ClusterError::NotController { .. } | ClusterError::Unavailable(_) => ResponseError::NotLeaderOrFollower,
+                other => kafka_error(&BrokerError::from(other.clone())),
+            };
+            let partition = partition.with_error_code(code.code());
+            let partition = if version >= 2 { partition.with_error_message(Some(str(&format!("no controller leader answered: {e}")))) } else { partition };
+            let partition = partition
+                .with_leader_id(BrokerId(-1))
+                .with_leader_epoch(-1)
+                .with_high_watermark(-1);
+            (partition, Vec::new())
+        }
+    };
+    // Voter endpoints are v2 only.
+    let nodes = if version >= 2 { nodes } else { Vec::new() };
+    DescribeQuorumResponse::default().with_error_code(0).with_nodes(nodes).with_topics(vec![describe_quorum_response::TopicData::default()
+        .with_topic_name(TopicName(str(METADATA_TOPIC)))
+        .with_partitions(vec![partition])])
 }

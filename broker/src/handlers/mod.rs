@@ -161,6 +161,9 @@ impl Dispatcher {
             RequestKind::AddRaftVoter(r) => respond(api_key, version, correlation_id, async move {
                 ResponseKind::AddRaftVoter(cluster_admin::handle_add_raft_voter(&node, r, version).await)
             }.instrument(span)),
+            RequestKind::DescribeQuorum(r) => respond(api_key, version, correlation_id, async move {
+                ResponseKind::DescribeQuorum(cluster_admin::handle_describe_quorum(&node, r, version).await)
+            }.instrument(span)),
             RequestKind::RemoveRaftVoter(r) => respond(api_key, version, correlation_id, async move {
                 ResponseKind::RemoveRaftVoter(cluster_admin::handle_remove_raft_voter(&node, r, version).await)
             }.instrument(span)),

@@ -48,6 +48,7 @@ pub const SUPPORTED: &[(ApiKey, Range)] = &[
     (ApiKey::UnregisterBroker, Range { min: 0, max: 0 }),
     (ApiKey::AddRaftVoter, Range { min: 0, max: 0 }),
     (ApiKey::RemoveRaftVoter, Range { min: 0, max: 0 }),
+    (ApiKey::DescribeQuorum, Range { min: 0, max: 2 }),
 ];
 
 /// The advertised range of `api`, or `None` when Runnel does not implement it.

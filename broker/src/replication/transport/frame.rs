@@ -50,6 +50,8 @@ pub enum Kind {
     Forward = 5,
     /// Node-level liveness: answered by the receiving node itself, whatever the group.
     Ping = 6,
+    /// A read-only question for the group's leader (the controller quorum's state).
+    Query = 7,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             4 => Kind::HeartbeatBatch,
             5 => Kind::Forward,
             6 => Kind::Ping,
+            7 => Kind::Query,
             _ => return None,
         })
     }
@@ -187,9 +190,9 @@ mod tests {
     }
 
     fn arb_frame() -> impl Strategy<Value = Frame> {
-        (0u8..6, any::<bool>(), any::<u64>(), arb_group(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
+        (0u8..8, any::<bool>(), any::<u64>(), arb_group(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
             |(kind, response, request_id, group, body)| Frame {
-                kind: Kind::from_u8(kind).expect("0..6 are kinds"),
+                kind: Kind::from_u8(kind).expect("0..8 are kinds"),
                 response,
                 request_id,
                 group,

@@ -230,7 +230,12 @@ impl PeerTransport {
 
     /// Whether `peer` answered a request within the last `within`.
     pub fn heard_within(&self, peer: u64, within: Duration) -> bool {
-        self.heard.lock().ok().and_then(|h| h.get(&peer).copied()).is_some_and(|t| t.elapsed() < within)
+        self.heard_ago(peer).is_some_and(|ago| ago < within)
+    }
+
+    /// How long ago `peer` was last heard from; `None`: never.
+    pub fn heard_ago(&self, peer: u64) -> Option<Duration> {
+        self.heard.lock().ok().and_then(|h| h.get(&peer).copied()).map(|t| t.elapsed())
     }
 
     /// The other nodes whose address is known.
