@@ -683,8 +683,13 @@ impl Node {
             if !r.wait_caught_up(&joining, CATCH_UP_WAIT).await {
                 return Err(format!("replicas {joining:?} not caught up yet"));
             }
-            if desired_now(self).as_ref() != Some(&desired) {
-                return Ok(());
+            // Tell the controller first, which refuses if the target changed meanwhile; a
+            // cancel after this reverts the change (`ControllerCommand::BeginVoterChange`).
+            let begin = ControllerCommand::BeginVoterChange { topic, partition, voters: desired.iter().copied().collect() };
+            match self.controller.propose(begin).await {
+                Ok(_) => {}
+                Err(crate::cluster::ClusterError::NoReassignmentInProgress(_)) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
             }
             info!(%topic, partition, voters = ?desired, "changing the partition's voters");
             r.change_voters(&desired).await.map_err(|e| e.to_string())?;
@@ -776,7 +781,10 @@ async fn report_leaders(node: Weak<Node>) {
             {
                 let report = node.leader_report(topic.id, p, &r);
                 let (voters, learners) = (&report.voters, &report.learners);
-                let members_differ = !voters.is_empty() && (!same_members(voters, &p.replicas) || *learners != p.learners);
+                // A target the voters already are (a cancel that turned into a move back
+                // before anything moved) is ended by a report too.
+                let target_reached = p.target.as_deref().is_some_and(|t| same_members(t, voters));
+                let members_differ = !voters.is_empty() && (!same_members(voters, &p.replicas) || *learners != p.learners || target_reached);
                 if p.leader != Some(me) || p.leader_epoch != report.epoch || p.isr != report.isr || members_differ {
                     reports.push(report);
                 }

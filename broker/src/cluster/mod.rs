@@ -102,12 +102,17 @@ pub struct PartitionMeta {
     /// In-sync replicas as the leader last reported them.
     #[serde(default)]
     pub isr: Vec<u64>,
+    /// The voters the leader has begun making the group's (`BeginVoterChange`), until it
+    /// reports them: a cancel meanwhile must move the partition back, since the change
+    /// may be committed already.
+    #[serde(default)]
+    pub changing_to: Option<Vec<u64>>,
 }
 
 impl PartitionMeta {
     /// A partition on `replicas` with no leader reported yet.
     pub fn new(index: i32, replicas: Vec<u64>) -> PartitionMeta {
-        PartitionMeta { index, replicas, target: None, learners: Vec::new(), leader: None, leader_epoch: 0, isr: Vec::new() }
+        PartitionMeta { index, replicas, target: None, learners: Vec::new(), leader: None, leader_epoch: 0, isr: Vec::new(), changing_to: None }
     }
 
     /// Whether `node` keeps a replica of this partition: a voter, a learner, or part of the
@@ -147,6 +152,9 @@ impl PartitionMeta {
     /// order, else the current order, for the preferred leader), and a reassignment whose
     /// target they equal is complete.
     fn record_voters(&mut self, voters: &[u64], learners: Vec<u64>) {
+        if self.changing_to.as_ref().is_some_and(|c| same_members(c, voters)) {
+            self.changing_to = None;
+        }
         if let Some(t) = self.target.take() {
             if same_members(&t, voters) {
                 self.replicas = t;
@@ -260,6 +268,11 @@ pub enum ControllerCommand {
     /// Removes a broker's registration (UnregisterBroker): it leaves Metadata and gets no
     /// new replicas; replicas it still has stay assigned until moved.
     UnregisterBroker { node_id: u64 },
+    /// A partition's leader is about to make `voters` its group's voters: accepted only
+    /// while they are what the metadata wants (the reassignment's target, or the replicas
+    /// when none is set), so that a cancel applied later knows the change may have happened
+    /// and moves the partition back instead.
+    BeginVoterChange { topic: Uuid, partition: i32, voters: Vec<u64> },
 }
 
 impl ControllerCommand {
@@ -290,6 +303,7 @@ pub enum Applied {
     ReassignmentStarted,
     ReassignmentCancelled,
     BrokerUnregistered,
+    VoterChangeBegun,
     /// Raft's own entries (blank, membership), which change no metadata.
     Nothing,
 }
@@ -391,6 +405,15 @@ impl ClusterState {
                 self.brokers.remove(&node_id).ok_or(ClusterError::BrokerNotRegistered(node_id))?;
                 Ok(Applied::BrokerUnregistered)
             }
+            ControllerCommand::BeginVoterChange { topic, partition, voters } => {
+                let name = self.topic_names.get(&topic).cloned().unwrap_or_default();
+                let p = self.partition_mut(&name, partition).ok_or_else(|| ClusterError::UnknownTopic(format!("{topic}-{partition}")))?;
+                if !same_members(p.desired_voters(), &voters) {
+                    return Err(ClusterError::NoReassignmentInProgress(format!("{name}-{partition} is no longer wanted on {voters:?}")));
+                }
+                p.changing_to = Some(voters);
+                Ok(Applied::VoterChangeBegun)
+            }
         }
     }
 
@@ -400,6 +423,13 @@ impl ClusterState {
         let Some(target) = target else {
             let p = self.partition_mut(&name, partition).ok_or_else(unknown)?;
             p.target.take().ok_or_else(|| ClusterError::NoReassignmentInProgress(format!("{name}-{partition}")))?;
+            // As Kafka, a cancel reverts: when the leader may have changed the voters
+            // already, the partition moves back to the replicas it had.
+            if let Some(to) = p.changing_to.take() {
+                if !same_members(&to, &p.replicas) {
+                    p.target = Some(p.replicas.clone());
+                }
+            }
             return Ok(Applied::ReassignmentCancelled);
         };
         self.check_replica_list(&target, &format!("{name}-{partition}"))?;
@@ -715,6 +745,40 @@ mod tests {
         s.apply(reassign(&s, "t", Some(reversed.clone()))).expect("reorder");
         assert_eq!((s.topics["t"].partitions[0].replicas.clone(), s.topics["t"].partitions[0].target.clone()), (reversed, None));
         s.apply(reassign(&s, "t", Some(vec![1, 2, 3]))).expect("start");
+        s.apply(reassign(&s, "t", None)).expect("cancel");
+        assert_eq!(s.topics["t"].partitions[0].target, None);
+    }
+
+    #[test]
+    fn a_cancel_after_the_voter_change_began_moves_the_partition_back() {
+        let mut s = with_brokers(4);
+        let assignments = Some(vec![vec![1, 2, 3]]);
+        s.apply(ControllerCommand::CreateTopic { name: "t".into(), id: Uuid::new_v4(), partitions: -1, replication_factor: -1, assignments, configs: BTreeMap::new() })
+            .expect("create");
+        let id = s.topics["t"].id;
+        let begin = |voters: &[u64]| ControllerCommand::BeginVoterChange { topic: id, partition: 0, voters: voters.to_vec() };
+        s.apply(reassign(&s, "t", Some(vec![4, 2, 1]))).expect("start");
+        s.apply(report(&s, "t", 1, 5, &[1, 2, 3], &[4])).expect("learner added");
+        // Only what is wanted may begin.
+        assert!(matches!(s.apply(begin(&[1, 2, 3])), Err(ClusterError::NoReassignmentInProgress(_))));
+        s.apply(begin(&[1, 2, 4])).expect("begin");
+        // The cancel arrives while the change may be committing: it becomes a move back.
+        assert_eq!(s.apply(reassign(&s, "t", None)), Ok(Applied::ReassignmentCancelled));
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!((p.replicas.clone(), p.target.clone()), (vec![1, 2, 3], Some(vec![1, 2, 3])));
+        // The change had committed: the partition is on the new voters, moving back.
+        s.apply(report(&s, "t", 1, 5, &[1, 2, 4], &[])).expect("report");
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!((p.target.clone(), p.adding(), p.removing(), p.changing_to.clone()), (Some(vec![1, 2, 3]), vec![3], vec![4], None));
+        assert!(p.hosted_on(3) && p.hosted_on(4));
+        // Moving back goes the same way, and ends on the original replicas.
+        s.apply(begin(&[1, 2, 3])).expect("begin the way back");
+        s.apply(report(&s, "t", 1, 5, &[1, 2, 3], &[])).expect("report");
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!((p.replicas.clone(), p.target.clone(), p.changing_to.clone()), (vec![1, 2, 3], None, None));
+        assert!(matches!(s.apply(reassign(&s, "t", None)), Err(ClusterError::NoReassignmentInProgress(_))));
+        // A cancel before any change began simply drops the target.
+        s.apply(reassign(&s, "t", Some(vec![4, 2, 1]))).expect("start again");
         s.apply(reassign(&s, "t", None)).expect("cancel");
         assert_eq!(s.topics["t"].partitions[0].target, None);
     }
