@@ -29,7 +29,13 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let keep_openraft = config.log_level.contains("openraft");
+        let peer_noise = tracing_subscriber::filter::filter_fn(move |m| keep_openraft || !runnel::replication::is_unanswered_peer_rpc(m));
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).finish().with(peer_noise).init();
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -51,8 +57,8 @@ fn main() -> ExitCode {
 /// The tracing filter for `log_level`: openraft logs every group's start and stop at info
 /// and every failed send to an unreachable peer at error, once per group and retry:
 /// thousands of lines with many partitions. It is held to errors, without the replication
-/// ones (the transport logs a peer going away and coming back once), unless the filter
-/// names it.
+/// ones and the raft core's unanswered votes (`replication::is_unanswered_peer_rpc`; the
+/// transport logs a peer going away and coming back once), unless the filter names it.
 fn log_filter(level: &str) -> String {
     let quiet = matches!(level.trim(), "error" | "off");
     if level.contains("openraft") || quiet {

@@ -40,3 +40,64 @@ pub enum ReplicationError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// openraft's raft core logs at error level each RPC a peer did not answer while this
+/// node asks for votes or confirms its leadership ("while requesting vote", "timeout"):
+/// one line per group and attempt whenever a node is down or starting, thousands with
+/// many partitions. The transport logs a peer going away and coming back once, so the
+/// node's log filter drops these events, recognised by their target and their fields
+/// (`error` and `target`, the peer), which no other error of the raft core has.
+pub fn is_unanswered_peer_rpc(meta: &tracing::Metadata<'_>) -> bool {
+    if meta.target() != "openraft::core::raft_core" || *meta.level() != tracing::Level::ERROR {
+        return false;
+    }
+    let fields = meta.fields();
+    fields.len() == 3 && fields.field("message").is_some() && fields.field("error").is_some() && fields.field("target").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+
+    /// Records the messages of the events that pass the filter.
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Seen {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            struct Message(String);
+            impl tracing::field::Visit for Message {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    if f.name() == "message" {
+                        self.0 = format!("{v:?}");
+                    }
+                }
+            }
+            let mut m = Message(String::new());
+            event.record(&mut m);
+            self.0.lock().expect("lock").push(m.0);
+        }
+    }
+
+    #[test]
+    fn unanswered_vote_and_leadership_rpcs_are_dropped_and_other_raft_errors_kept() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry()
+            .with(Seen(seen.clone()).with_filter(tracing_subscriber::filter::filter_fn(|m| !super::is_unanswered_peer_rpc(m))));
+        tracing::subscriber::with_default(subscriber, || {
+            // The shapes of openraft 0.9's raft core events (see `is_unanswered_peer_rpc`).
+            let (err, peer) = ("node 2 unreachable", 2);
+            tracing::error!(target: "openraft::core::raft_core", {error = %err, target = %peer}, "while requesting vote");
+            tracing::error!(target: "openraft::core::raft_core", {error = %err, target = %peer}, "timeout");
+            tracing::error!(target: "openraft::core::raft_core", target = %peer, error = %err, "timeout while confirming leadership for read request");
+            tracing::error!(target: "openraft::core::raft_core", error = %err, "quit RaftCore::main on error");
+            tracing::error!(target: "openraft::core::raft_core", target = %peer, "fail to join task: {}", err);
+            tracing::warn!(target: "openraft::core::raft_core", {error = %err, target = %peer}, "a warning");
+            tracing::error!(target: "runnel::node", {error = %err, target = %peer}, "ours");
+        });
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen, vec!["quit RaftCore::main on error", "fail to join task: node 2 unreachable", "a warning", "ours"]);
+    }
+}
