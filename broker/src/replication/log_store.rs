@@ -26,12 +26,41 @@ const META_MEMBERSHIP: u8 = 1;
 /// fresh entries does not read them back from disk. Older entries are read from disk.
 const RECENT_MAX_ENTRIES: usize = 4096;
 const RECENT_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes of recent entries all the partitions of the process may keep together: each
+/// keeps at most an equal share (at most `RECENT_MAX_BYTES`, at least
+/// `RECENT_MIN_SHARE_BYTES`), so busy partitions do not add up without bound (at 8 MiB
+/// each, 64 busy partitions took 575 MB of RSS).
+const NODE_RECENT_MAX_BYTES: usize = 128 * 1024 * 1024;
+/// The share a partition keeps however many there are: sixteen 16 KiB batches, enough
+/// for the entries being applied and replicated. With `max_partitions` partitions the
+/// cache can reach this times their number when that is above `NODE_RECENT_MAX_BYTES`.
+const RECENT_MIN_SHARE_BYTES: usize = 256 * 1024;
+
+/// Partition caches open in the process, which share `NODE_RECENT_MAX_BYTES`.
+static OPEN_CACHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The bytes one partition may keep when `open` caches share the node's budget.
+fn share_of(open: usize) -> usize {
+    (NODE_RECENT_MAX_BYTES / open.max(1)).clamp(RECENT_MIN_SHARE_BYTES, RECENT_MAX_BYTES)
+}
 
 /// Entries appended recently, contiguous by index.
-#[derive(Default)]
 pub(crate) struct RecentEntries {
     entries: VecDeque<Entry>,
     bytes: usize,
+}
+
+impl Default for RecentEntries {
+    fn default() -> Self {
+        OPEN_CACHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RecentEntries { entries: VecDeque::new(), bytes: 0 }
+    }
+}
+
+impl Drop for RecentEntries {
+    fn drop(&mut self) {
+        OPEN_CACHES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn entry_size(e: &Entry) -> usize {
@@ -50,7 +79,9 @@ impl RecentEntries {
         }
         self.bytes += entry_size(&e);
         self.entries.push_back(e);
-        while self.entries.len() > RECENT_MAX_ENTRIES || self.bytes > RECENT_MAX_BYTES {
+        let max_bytes = share_of(OPEN_CACHES.load(std::sync::atomic::Ordering::Relaxed));
+        // The newest entry stays whatever its size: it is about to be applied and sent.
+        while self.entries.len() > 1 && (self.entries.len() > RECENT_MAX_ENTRIES || self.bytes > max_bytes) {
             match self.entries.pop_front() {
                 Some(old) => self.bytes -= entry_size(&old),
                 None => break,
@@ -433,5 +464,36 @@ pub(crate) fn batch_bytes(e: &Entry) -> Option<&Bytes> {
     match &e.payload {
         EntryPayload::Normal(PartitionCommand::Batch(b)) => Some(b),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_share_the_node_budget_between_a_floor_and_a_ceiling() {
+        assert_eq!(share_of(0), RECENT_MAX_BYTES);
+        assert_eq!(share_of(16), RECENT_MAX_BYTES);
+        assert_eq!(share_of(64), 2 * 1024 * 1024);
+        assert_eq!(share_of(10_000), RECENT_MIN_SHARE_BYTES);
+        // Whatever the count, the total stays within the budget or the floor per partition.
+        for n in [1, 7, 16, 17, 100, 512, 513, 2_000] {
+            assert!(share_of(n) * n <= NODE_RECENT_MAX_BYTES.max(RECENT_MIN_SHARE_BYTES * n), "{n} partitions");
+        }
+    }
+
+    #[test]
+    fn the_newest_entry_stays_and_older_ones_go_beyond_the_share() {
+        let entry = |index: u64, size: usize| Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Normal(PartitionCommand::Batch(Bytes::from(vec![0u8; size]))),
+        };
+        let mut cache = RecentEntries::default();
+        cache.push(entry(1, 1024));
+        cache.push(entry(2, RECENT_MAX_BYTES + 1));
+        assert!(cache.get(1).is_none(), "the older entry made room");
+        assert!(cache.get(2).is_some(), "the newest stays, however large");
+        assert_eq!(cache.bytes, RECENT_MAX_BYTES + 1 + 64);
     }
 }
