@@ -69,12 +69,10 @@ impl GroupId {
     }
 }
 
-/// The body of a `HeartbeatBatch` request: within how many milliseconds the sender needs
-/// the answers (the earliest deadline of its heartbeats), a count, then per heartbeat its
-/// group and its AppendEntries body (length-prefixed).
-pub fn encode_heartbeats<'a>(within_ms: u32, items: impl ExactSizeIterator<Item = (GroupId, &'a Bytes)>) -> Bytes {
+/// The body of a `HeartbeatBatch` request: a count, then per heartbeat its group and its
+/// AppendEntries body (length-prefixed).
+pub fn encode_heartbeats<'a>(items: impl ExactSizeIterator<Item = (GroupId, &'a Bytes)>) -> Bytes {
     let mut out = BytesMut::new();
-    out.put_u32(within_ms);
     out.put_u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
     for (group, body) in items {
         group.put(&mut out);
@@ -84,11 +82,9 @@ pub fn encode_heartbeats<'a>(within_ms: u32, items: impl ExactSizeIterator<Item 
     out.freeze()
 }
 
-/// Reads what `encode_heartbeats` wrote: the milliseconds to answer within, and the
-/// heartbeats, whose bodies share `body`'s memory.
-pub fn decode_heartbeats(mut body: Bytes) -> Result<(u32, Vec<(GroupId, Bytes)>), FrameError> {
+/// Reads what `encode_heartbeats` wrote; bodies share `body`'s memory.
+pub fn decode_heartbeats(mut body: Bytes) -> Result<Vec<(GroupId, Bytes)>, FrameError> {
     let len = body.len();
-    let within_ms = u32::try_from(take_len(&mut body, len)?).unwrap_or(u32::MAX);
     let count = take_len(&mut body, len)?;
     // Each heartbeat takes at least five bytes: no allocation beyond what arrived.
     let mut items = Vec::with_capacity(count.min(len / 5));
@@ -96,7 +92,7 @@ pub fn decode_heartbeats(mut body: Bytes) -> Result<(u32, Vec<(GroupId, Bytes)>)
         let group = GroupId::take(&mut body, len)?;
         items.push((group, take_body(&mut body, len)?));
     }
-    Ok((within_ms, items))
+    Ok(items)
 }
 
 /// The reply to a `HeartbeatBatch`: per heartbeat, in order, a status byte (0: the body is
@@ -275,15 +271,14 @@ mod tests {
         let p = |i: i32| GroupId::Partition { topic: Uuid::from_u128(7), partition: i };
         let bodies = [Bytes::from_static(b"one"), Bytes::new(), Bytes::from_static(b"three")];
         let groups = [GroupId::Controller, p(1), p(2)];
-        let wire = encode_heartbeats(250, groups.iter().copied().zip(bodies.iter()));
-        let (within, back) = decode_heartbeats(wire.clone()).expect("decodes");
-        assert_eq!(within, 250);
+        let wire = encode_heartbeats(groups.iter().copied().zip(bodies.iter()));
+        let back = decode_heartbeats(wire.clone()).expect("decodes");
         assert_eq!(back, groups.iter().copied().zip(bodies.iter().cloned()).collect::<Vec<_>>());
         for cut in 0..wire.len() {
             assert!(decode_heartbeats(wire.slice(..cut)).is_err(), "cut at {cut}");
         }
         // A count far above what arrived allocates nothing for it.
-        assert!(decode_heartbeats(Bytes::from_static(&[0, 0, 0, 9, 0xff, 0xff, 0xff, 0xff])).is_err());
+        assert!(decode_heartbeats(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])).is_err());
 
         let replies = vec![Ok(Bytes::from_static(b"ok")), Err("group not open here".to_string()), Ok(Bytes::new())];
         let wire = encode_heartbeat_replies(&replies);

@@ -14,10 +14,8 @@
 //! answered as they are read); every request has a deadline.
 //!
 //! Heartbeats (AppendEntries without entries) of all groups to one peer are coalesced:
-//! those sent within `HEARTBEAT_LINGER` of each other go out together in one
-//! `HeartbeatBatch` frame (at most `MAX_HEARTBEATS_PER_BATCH`), which the peer splits and
-//! answers in one frame, within most of the time its sender waits: a group slower than
-//! that fails alone.
+//! those queued while a batch is on its way go out together in the next `HeartbeatBatch`
+//! frame (at most `MAX_HEARTBEATS_PER_BATCH`), which the peer splits and answers at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -121,25 +119,21 @@ pub struct PeerTransport {
     heartbeats_sent: std::sync::atomic::AtomicU64,
 }
 
-/// A heartbeat waiting to be sent: its group, its body, where its reply goes, and until
-/// when its sender waits.
-type WaitingHeartbeat = (GroupId, Bytes, oneshot::Sender<Result<Bytes, TransportError>>, tokio::time::Instant);
+/// A heartbeat waiting to be sent: its group, its body, and where its reply goes.
+type WaitingHeartbeat = (GroupId, Bytes, oneshot::Sender<Result<Bytes, TransportError>>);
 
 /// Heartbeats for one peer that wait for the batch being sent to come back.
 #[derive(Default)]
 struct HeartbeatQueue {
     waiting: Vec<WaitingHeartbeat>,
-    /// Whether a task is gathering this peer's batches (it drains `waiting` until empty).
+    /// Whether a task is sending this peer's batches (it drains `waiting` until empty).
     sending: bool,
 }
 
 /// Most heartbeats one `HeartbeatBatch` frame carries.
 const MAX_HEARTBEATS_PER_BATCH: usize = 1024;
-/// The share of a batch's time the peer may spend on its heartbeats: one slow group must
-/// not hold the others' answers past their senders' deadlines.
-const HEARTBEAT_ANSWER_SHARE: (u32, u32) = (4, 5);
-/// How long heartbeats gather before a batch leaves (raft sends them every 300 ms).
-const HEARTBEAT_LINGER: Duration = Duration::from_millis(2);
+/// How long a batch may take; each heartbeat in it also keeps its own deadline.
+const HEARTBEAT_BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// When each peer was last heard from, shared with the inbound connections.
 type Heard = Arc<Mutex<HashMap<u64, Instant>>>;
@@ -271,7 +265,7 @@ impl PeerTransport {
         };
         let start = {
             let mut q = queue.lock().map_err(|_| TransportError::Unreachable { peer, reason: "heartbeat queue poisoned".into() })?;
-            q.waiting.push((group, body, tx, tokio::time::Instant::now() + timeout));
+            q.waiting.push((group, body, tx));
             !std::mem::replace(&mut q.sending, true)
         };
         if start {
@@ -605,15 +599,14 @@ async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHan
     }
 }
 
-/// Sends `peer`'s waiting heartbeats until none waits: every `HEARTBEAT_LINGER`, those that
-/// have gathered leave as one batch, without waiting for the batches before them.
+/// Sends `peer`'s waiting heartbeats, a batch at a time, until none waits; each gets its
+/// own group's reply, or the batch's failure.
 async fn send_heartbeats(transport: Arc<PeerTransport>, peer: u64, queue: Arc<Mutex<HeartbeatQueue>>) {
     loop {
-        tokio::time::sleep(HEARTBEAT_LINGER).await;
-        let batch: Vec<WaitingHeartbeat> = {
+        let batch: Vec<_> = {
             let Ok(mut q) = queue.lock() else { return };
             // Heartbeats whose caller stopped waiting (timed out) are not sent.
-            q.waiting.retain(|h| !h.2.is_closed());
+            q.waiting.retain(|(_, _, tx)| !tx.is_closed());
             if q.waiting.is_empty() {
                 q.sending = false;
                 return;
@@ -628,54 +621,36 @@ async fn send_heartbeats(transport: Arc<PeerTransport>, peer: u64, queue: Arc<Mu
             metrics::counter!("runnel_transport_heartbeat_batches_total").increment(1);
             metrics::counter!("runnel_transport_heartbeats_total").increment(batch.len() as u64);
         }
-        tokio::spawn(send_heartbeat_batch(transport.clone(), peer, batch));
-    }
-}
-
-/// One batch: each heartbeat gets its own group's reply, or the batch's failure.
-async fn send_heartbeat_batch(transport: Arc<PeerTransport>, peer: u64, batch: Vec<WaitingHeartbeat>) {
-    // The batch waits as long as its most patient heartbeat; the peer answers within the
-    // time of its least patient one.
-    let now = tokio::time::Instant::now();
-    let first = batch.iter().map(|h| h.3).min().unwrap_or(now).saturating_duration_since(now);
-    let last = batch.iter().map(|h| h.3).max().unwrap_or(now).saturating_duration_since(now);
-    let within_ms = u32::try_from(first.as_millis()).unwrap_or(u32::MAX).max(1);
-    let body = encode_heartbeats(within_ms, batch.iter().map(|(g, b, _, _)| (*g, b)));
-    let replies = transport
-        .request(peer, Kind::HeartbeatBatch, GroupId::Controller, body, last.max(Duration::from_millis(1)))
-        .await
-        .and_then(|reply| {
-            decode_heartbeat_replies(reply, batch.len()).map_err(|e| TransportError::Unreachable { peer, reason: format!("malformed heartbeat replies: {e}") })
-        });
-    match replies {
-        Ok(replies) => {
-            for ((_, _, tx, _), reply) in batch.into_iter().zip(replies) {
-                let _ = tx.send(reply.map_err(|reason| TransportError::Remote { peer, reason }));
+        let body = encode_heartbeats(batch.iter().map(|(g, b, _)| (*g, b)));
+        let replies = transport
+            .request(peer, Kind::HeartbeatBatch, GroupId::Controller, body, HEARTBEAT_BATCH_TIMEOUT)
+            .await
+            .and_then(|reply| {
+                decode_heartbeat_replies(reply, batch.len()).map_err(|e| TransportError::Unreachable { peer, reason: format!("malformed heartbeat replies: {e}") })
+            });
+        match replies {
+            Ok(replies) => {
+                for ((_, _, tx), reply) in batch.into_iter().zip(replies) {
+                    let _ = tx.send(reply.map_err(|reason| TransportError::Remote { peer, reason }));
+                }
             }
-        }
-        Err(e) => {
-            for (_, _, tx, _) in batch {
-                let _ = tx.send(Err(e.clone()));
+            Err(e) => {
+                for (_, _, tx) in batch {
+                    let _ = tx.send(Err(e.clone()));
+                }
             }
         }
     }
 }
 
 /// Answers a `HeartbeatBatch`: each heartbeat goes to its group as an AppendEntries, all at
-/// once, and the replies go back in order, in time for the sender: a group that has not
-/// answered by then fails alone (its raft retries), instead of holding up the others.
+/// once, and the replies go back in order.
 async fn answer_heartbeats(handler: &Arc<dyn InboundHandler>, from: u64, body: Bytes) -> Result<Bytes, String> {
-    let (within_ms, items) = decode_heartbeats(body).map_err(|e| format!("malformed heartbeat batch: {e}"))?;
+    let items = decode_heartbeats(body).map_err(|e| format!("malformed heartbeat batch: {e}"))?;
     if items.len() > MAX_HEARTBEATS_PER_BATCH {
         return Err(format!("{} heartbeats in one batch; at most {MAX_HEARTBEATS_PER_BATCH}", items.len()));
     }
-    let (num, den) = HEARTBEAT_ANSWER_SHARE;
-    let budget = Duration::from_millis(u64::from(within_ms.saturating_mul(num) / den).max(1));
-    let answers = items.into_iter().map(|(group, body)| {
-        let answer = handler.handle(from, Kind::AppendEntries, group, body);
-        async move { tokio::time::timeout(budget, answer).await.unwrap_or_else(|_| Err(format!("group {group:?} did not answer within {budget:?}"))) }
-    });
-    let replies = futures::future::join_all(answers).await;
+    let replies = futures::future::join_all(items.into_iter().map(|(group, body)| handler.handle(from, Kind::AppendEntries, group, body))).await;
     Ok(encode_heartbeat_replies(&replies))
 }
 
@@ -752,15 +727,6 @@ mod tests {
         let (batches, heartbeats) = a.heartbeat_counts();
         assert_eq!(heartbeats, 3_000);
         assert!((3..100).contains(&batches), "{batches} batches for 3,000 heartbeats");
-        // A slow group (Echo's "slow" takes a second) fails alone, in time for the others.
-        let before = a.heartbeat_counts().0;
-        let (slow, fast) = tokio::join!(
-            a.heartbeat(2, partition(1), Bytes::from_static(b"slow"), Duration::from_millis(300)),
-            a.heartbeat(2, partition(2), Bytes::from_static(b"fast"), Duration::from_millis(300)),
-        );
-        assert_eq!(a.heartbeat_counts().0, before + 1, "one batch");
-        assert!(slow.is_err(), "{slow:?}");
-        assert_eq!(fast.expect("answered in time"), Bytes::from(format!("1:AppendEntries:{:?}:fast", partition(2))));
         // An unreachable peer fails every heartbeat of the batch, each within its deadline.
         b.shutdown().await;
         let lost = a.heartbeat(2, partition(1), Bytes::from_static(b"x"), Duration::from_secs(2)).await;
