@@ -33,118 +33,6 @@ impl GroupId {
             _ => 0,
         }
     }
-
-    /// Writes the group: a tag byte, then a partition's topic id and index.
-    fn put(&self, out: &mut BytesMut) {
-        match *self {
-            GroupId::Controller => out.put_u8(0),
-            GroupId::Coordinator => out.put_u8(1),
-            GroupId::Partition { topic, partition } => {
-                out.put_u8(2);
-                out.put_slice(topic.as_bytes());
-                out.put_i32(partition);
-            }
-        }
-    }
-
-    /// Reads a group written by `put` off the front of `buf` (`len` names the frame in
-    /// errors).
-    fn take(buf: &mut Bytes, len: usize) -> Result<GroupId, FrameError> {
-        if !buf.has_remaining() {
-            return Err(FrameError::Short(len));
-        }
-        match buf.get_u8() {
-            0 => Ok(GroupId::Controller),
-            1 => Ok(GroupId::Coordinator),
-            2 => {
-                if buf.remaining() < PARTITION_GROUP {
-                    return Err(FrameError::Short(len));
-                }
-                let mut topic = [0u8; 16];
-                buf.copy_to_slice(&mut topic);
-                Ok(GroupId::Partition { topic: Uuid::from_bytes(topic), partition: buf.get_i32() })
-            }
-            other => Err(FrameError::UnknownGroup(other)),
-        }
-    }
-}
-
-/// The body of a `HeartbeatBatch` request: a count, then per heartbeat its group and its
-/// AppendEntries body (length-prefixed).
-pub fn encode_heartbeats<'a>(items: impl ExactSizeIterator<Item = (GroupId, &'a Bytes)>) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
-    for (group, body) in items {
-        group.put(&mut out);
-        out.put_u32(u32::try_from(body.len()).unwrap_or(u32::MAX));
-        out.put_slice(body);
-    }
-    out.freeze()
-}
-
-/// Reads what `encode_heartbeats` wrote; bodies share `body`'s memory.
-pub fn decode_heartbeats(mut body: Bytes) -> Result<Vec<(GroupId, Bytes)>, FrameError> {
-    let len = body.len();
-    let count = take_len(&mut body, len)?;
-    // Each heartbeat takes at least five bytes: no allocation beyond what arrived.
-    let mut items = Vec::with_capacity(count.min(len / 5));
-    for _ in 0..count {
-        let group = GroupId::take(&mut body, len)?;
-        items.push((group, take_body(&mut body, len)?));
-    }
-    Ok(items)
-}
-
-/// The reply to a `HeartbeatBatch`: per heartbeat, in order, a status byte (0: the body is
-/// the group's reply, 1: it is why the group could not answer) and a length-prefixed body.
-pub fn encode_heartbeat_replies(replies: &[Result<Bytes, String>]) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_u32(u32::try_from(replies.len()).unwrap_or(u32::MAX));
-    for r in replies {
-        let (status, body) = match r {
-            Ok(b) => (0u8, &b[..]),
-            Err(e) => (1u8, e.as_bytes()),
-        };
-        out.put_u8(status);
-        out.put_u32(u32::try_from(body.len()).unwrap_or(u32::MAX));
-        out.put_slice(body);
-    }
-    out.freeze()
-}
-
-/// Reads what `encode_heartbeat_replies` wrote; `expected` replies must be there.
-pub fn decode_heartbeat_replies(mut body: Bytes, expected: usize) -> Result<Vec<Result<Bytes, String>>, FrameError> {
-    let len = body.len();
-    if take_len(&mut body, len)? != expected {
-        return Err(FrameError::Short(len));
-    }
-    let mut out = Vec::with_capacity(expected);
-    for _ in 0..expected {
-        if !body.has_remaining() {
-            return Err(FrameError::Short(len));
-        }
-        let status = body.get_u8();
-        let b = take_body(&mut body, len)?;
-        out.push(if status == 0 { Ok(b) } else { Err(String::from_utf8_lossy(&b).into_owned()) });
-    }
-    Ok(out)
-}
-
-/// A u32 count or length off the front of `buf` (`len` names the body in errors).
-fn take_len(buf: &mut Bytes, len: usize) -> Result<usize, FrameError> {
-    if buf.remaining() < 4 {
-        return Err(FrameError::Short(len));
-    }
-    Ok(buf.get_u32() as usize)
-}
-
-/// A length-prefixed body off the front of `buf`, sharing its memory.
-fn take_body(buf: &mut Bytes, len: usize) -> Result<Bytes, FrameError> {
-    let n = take_len(buf, len)?;
-    if buf.remaining() < n {
-        return Err(FrameError::Short(len));
-    }
-    Ok(buf.split_to(n))
 }
 
 /// What a frame carries.
@@ -227,7 +115,15 @@ impl Frame {
         out.put_u8(self.kind as u8);
         out.put_u8(if self.response { FLAG_RESPONSE } else { 0 });
         out.put_u64(self.request_id);
-        self.group.put(out);
+        match self.group {
+            GroupId::Controller => out.put_u8(0),
+            GroupId::Coordinator => out.put_u8(1),
+            GroupId::Partition { topic, partition } => {
+                out.put_u8(2);
+                out.put_slice(topic.as_bytes());
+                out.put_i32(partition);
+            }
+        }
         out.put_slice(&self.body);
         Ok(())
     }
@@ -257,7 +153,19 @@ impl Frame {
             return Err(FrameError::UnknownFlags(flags));
         }
         let request_id = frame.get_u64();
-        let group = GroupId::take(&mut frame, len)?;
+        let group = match frame.get_u8() {
+            0 => GroupId::Controller,
+            1 => GroupId::Coordinator,
+            2 => {
+                if frame.remaining() < PARTITION_GROUP {
+                    return Err(FrameError::Short(len));
+                }
+                let mut topic = [0u8; 16];
+                frame.copy_to_slice(&mut topic);
+                GroupId::Partition { topic: Uuid::from_bytes(topic), partition: frame.get_i32() }
+            }
+            other => return Err(FrameError::UnknownGroup(other)),
+        };
         Ok(Some(Frame { kind, response: flags & FLAG_RESPONSE != 0, request_id, group, body: frame }))
     }
 }
@@ -265,29 +173,6 @@ impl Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn heartbeat_batches_round_trip_and_truncations_are_refused() {
-        let p = |i: i32| GroupId::Partition { topic: Uuid::from_u128(7), partition: i };
-        let bodies = [Bytes::from_static(b"one"), Bytes::new(), Bytes::from_static(b"three")];
-        let groups = [GroupId::Controller, p(1), p(2)];
-        let wire = encode_heartbeats(groups.iter().copied().zip(bodies.iter()));
-        let back = decode_heartbeats(wire.clone()).expect("decodes");
-        assert_eq!(back, groups.iter().copied().zip(bodies.iter().cloned()).collect::<Vec<_>>());
-        for cut in 0..wire.len() {
-            assert!(decode_heartbeats(wire.slice(..cut)).is_err(), "cut at {cut}");
-        }
-        // A count far above what arrived allocates nothing for it.
-        assert!(decode_heartbeats(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])).is_err());
-
-        let replies = vec![Ok(Bytes::from_static(b"ok")), Err("group not open here".to_string()), Ok(Bytes::new())];
-        let wire = encode_heartbeat_replies(&replies);
-        assert_eq!(decode_heartbeat_replies(wire.clone(), 3).expect("decodes"), replies);
-        assert!(decode_heartbeat_replies(wire.clone(), 2).is_err(), "a count other than asked");
-        for cut in 0..wire.len() {
-            assert!(decode_heartbeat_replies(wire.slice(..cut), 3).is_err(), "cut at {cut}");
-        }
-    }
     use proptest::prelude::*;
 
     const MAX: usize = 1 << 20;

@@ -12,10 +12,6 @@
 //! `max_inflight_per_connection` requests are handled at once for one inbound connection,
 //! four times as many are read ahead of them, after which it is not read (pings are
 //! answered as they are read); every request has a deadline.
-//!
-//! Heartbeats (AppendEntries without entries) of all groups to one peer are coalesced:
-//! those queued while a batch is on its way go out together in the next `HeartbeatBatch`
-//! frame (at most `MAX_HEARTBEATS_PER_BATCH`), which the peer splits and answers at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, info, warn};
 
-use super::frame::{decode_heartbeat_replies, decode_heartbeats, encode_heartbeat_replies, encode_heartbeats, Frame, FrameError, GroupId, Kind};
+use super::frame::{Frame, FrameError, GroupId, Kind};
 
 /// Version of this protocol, exchanged in Hello.
 const PROTOCOL_VERSION: u16 = 1;
@@ -60,7 +56,7 @@ impl Default for TransportLimits {
 }
 
 /// Why a request to a peer got no reply. All mean "unreachable" to raft, which retries.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TransportError {
     #[error("no address for node {0}")]
     UnknownPeer(u64),
@@ -112,28 +108,7 @@ pub struct PeerTransport {
     /// When each peer was last heard from: an answer to a request of ours (raft,
     /// forwarded, ping) or a request of its own.
     heard: Heard,
-    /// Heartbeats waiting for the next batch to their peer.
-    heartbeats: Mutex<HashMap<u64, Arc<Mutex<HeartbeatQueue>>>>,
-    /// `HeartbeatBatch` frames sent, and the heartbeats they carried.
-    heartbeat_batches: std::sync::atomic::AtomicU64,
-    heartbeats_sent: std::sync::atomic::AtomicU64,
 }
-
-/// A heartbeat waiting to be sent: its group, its body, and where its reply goes.
-type WaitingHeartbeat = (GroupId, Bytes, oneshot::Sender<Result<Bytes, TransportError>>);
-
-/// Heartbeats for one peer that wait for the batch being sent to come back.
-#[derive(Default)]
-struct HeartbeatQueue {
-    waiting: Vec<WaitingHeartbeat>,
-    /// Whether a task is sending this peer's batches (it drains `waiting` until empty).
-    sending: bool,
-}
-
-/// Most heartbeats one `HeartbeatBatch` frame carries.
-const MAX_HEARTBEATS_PER_BATCH: usize = 1024;
-/// How long a batch may take; each heartbeat in it also keeps its own deadline.
-const HEARTBEAT_BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// When each peer was last heard from, shared with the inbound connections.
 type Heard = Arc<Mutex<HashMap<u64, Instant>>>;
@@ -165,9 +140,6 @@ impl PeerTransport {
             limits: limits.clone(),
             stop,
             heard: Heard::default(),
-            heartbeats: Mutex::new(HashMap::new()),
-            heartbeat_batches: std::sync::atomic::AtomicU64::new(0),
-            heartbeats_sent: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(accept_loop(listener, node_id, handler, limits, transport.heard.clone(), stopped));
         Ok(transport)
@@ -186,9 +158,6 @@ impl PeerTransport {
             limits,
             stop,
             heard: Heard::default(),
-            heartbeats: Mutex::new(HashMap::new()),
-            heartbeat_batches: std::sync::atomic::AtomicU64::new(0),
-            heartbeats_sent: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -253,35 +222,6 @@ impl PeerTransport {
                 }
             }
         }
-    }
-
-    /// Sends a heartbeat of `group` to `peer` with the others waiting for that peer (see
-    /// the module doc), and waits for its reply body, at most `timeout`.
-    pub async fn heartbeat(self: &Arc<Self>, peer: u64, group: GroupId, body: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
-        let (tx, rx) = oneshot::channel();
-        let queue = {
-            let mut all = self.heartbeats.lock().map_err(|_| TransportError::Unreachable { peer, reason: "heartbeat queue poisoned".into() })?;
-            all.entry(peer).or_default().clone()
-        };
-        let start = {
-            let mut q = queue.lock().map_err(|_| TransportError::Unreachable { peer, reason: "heartbeat queue poisoned".into() })?;
-            q.waiting.push((group, body, tx));
-            !std::mem::replace(&mut q.sending, true)
-        };
-        if start {
-            tokio::spawn(send_heartbeats(self.clone(), peer, queue));
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Err(_) => Err(TransportError::Timeout(peer)),
-            Ok(Err(_)) => Err(TransportError::Unreachable { peer, reason: "heartbeat dropped".into() }),
-            Ok(Ok(reply)) => reply,
-        }
-    }
-
-    /// `HeartbeatBatch` frames sent so far, and the heartbeats they carried.
-    pub fn heartbeat_counts(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.heartbeat_batches.load(Relaxed), self.heartbeats_sent.load(Relaxed))
     }
 
     fn record_heard(&self, peer: u64) {
@@ -573,12 +513,7 @@ async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHan
         let (handler, replies, slots) = (handler.clone(), replies.clone(), slots.clone());
         tokio::spawn(async move {
             let Ok(_permit) = slots.acquire_owned().await else { return };
-            let answer = if frame.kind == Kind::HeartbeatBatch {
-                answer_heartbeats(&handler, from, frame.body).await
-            } else {
-                handler.handle(from, frame.kind, frame.group, frame.body).await
-            };
-            let body = match answer {
+            let body = match handler.handle(from, frame.kind, frame.group, frame.body).await {
                 Ok(b) => {
                     let mut out = BytesMut::with_capacity(1 + b.len());
                     out.put_u8(REPLY_OK);
@@ -597,61 +532,6 @@ async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHan
             drop(queued);
         });
     }
-}
-
-/// Sends `peer`'s waiting heartbeats, a batch at a time, until none waits; each gets its
-/// own group's reply, or the batch's failure.
-async fn send_heartbeats(transport: Arc<PeerTransport>, peer: u64, queue: Arc<Mutex<HeartbeatQueue>>) {
-    loop {
-        let batch: Vec<_> = {
-            let Ok(mut q) = queue.lock() else { return };
-            // Heartbeats whose caller stopped waiting (timed out) are not sent.
-            q.waiting.retain(|(_, _, tx)| !tx.is_closed());
-            if q.waiting.is_empty() {
-                q.sending = false;
-                return;
-            }
-            let n = q.waiting.len().min(MAX_HEARTBEATS_PER_BATCH);
-            q.waiting.drain(..n).collect()
-        };
-        {
-            use std::sync::atomic::Ordering::Relaxed;
-            transport.heartbeat_batches.fetch_add(1, Relaxed);
-            transport.heartbeats_sent.fetch_add(batch.len() as u64, Relaxed);
-            metrics::counter!("runnel_transport_heartbeat_batches_total").increment(1);
-            metrics::counter!("runnel_transport_heartbeats_total").increment(batch.len() as u64);
-        }
-        let body = encode_heartbeats(batch.iter().map(|(g, b, _)| (*g, b)));
-        let replies = transport
-            .request(peer, Kind::HeartbeatBatch, GroupId::Controller, body, HEARTBEAT_BATCH_TIMEOUT)
-            .await
-            .and_then(|reply| {
-                decode_heartbeat_replies(reply, batch.len()).map_err(|e| TransportError::Unreachable { peer, reason: format!("malformed heartbeat replies: {e}") })
-            });
-        match replies {
-            Ok(replies) => {
-                for ((_, _, tx), reply) in batch.into_iter().zip(replies) {
-                    let _ = tx.send(reply.map_err(|reason| TransportError::Remote { peer, reason }));
-                }
-            }
-            Err(e) => {
-                for (_, _, tx) in batch {
-                    let _ = tx.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// Answers a `HeartbeatBatch`: each heartbeat goes to its group as an AppendEntries, all at
-/// once, and the replies go back in order.
-async fn answer_heartbeats(handler: &Arc<dyn InboundHandler>, from: u64, body: Bytes) -> Result<Bytes, String> {
-    let items = decode_heartbeats(body).map_err(|e| format!("malformed heartbeat batch: {e}"))?;
-    if items.len() > MAX_HEARTBEATS_PER_BATCH {
-        return Err(format!("{} heartbeats in one batch; at most {MAX_HEARTBEATS_PER_BATCH}", items.len()));
-    }
-    let replies = futures::future::join_all(items.into_iter().map(|(group, body)| handler.handle(from, Kind::AppendEntries, group, body))).await;
-    Ok(encode_heartbeat_replies(&replies))
 }
 
 /// Requests read ahead of the ones in progress, per request slot (see `serve_peer`).
@@ -705,32 +585,6 @@ mod tests {
         }
         let err = a.request(2, Kind::Vote, GroupId::Controller, Bytes::from_static(b"fail"), T).await;
         assert_eq!(err, Err(TransportError::Remote { peer: 2, reason: "asked to fail".into() }));
-    }
-
-    #[tokio::test]
-    async fn heartbeats_of_many_groups_share_batches_and_get_their_own_replies() {
-        let b = node(2, &[]).await;
-        let a = node(1, &[(2, b.local_addr())]).await;
-        let calls = (0..3_000).map(|i| {
-            let a = a.clone();
-            let body = Bytes::from(if i % 100 == 7 { "fail".to_string() } else { format!("hb-{i}") });
-            async move { (i, a.heartbeat(2, partition(i), body, T).await) }
-        });
-        for (i, reply) in futures::future::join_all(calls).await {
-            if i % 100 == 7 {
-                assert!(matches!(reply, Err(TransportError::Remote { peer: 2, ref reason }) if reason == "asked to fail"), "{i}: {reply:?}");
-            } else {
-                let expected = format!("1:AppendEntries:{:?}:hb-{i}", partition(i));
-                assert_eq!(reply.expect("answered"), Bytes::from(expected));
-            }
-        }
-        let (batches, heartbeats) = a.heartbeat_counts();
-        assert_eq!(heartbeats, 3_000);
-        assert!((3..100).contains(&batches), "{batches} batches for 3,000 heartbeats");
-        // An unreachable peer fails every heartbeat of the batch, each within its deadline.
-        b.shutdown().await;
-        let lost = a.heartbeat(2, partition(1), Bytes::from_static(b"x"), Duration::from_secs(2)).await;
-        assert!(matches!(lost, Err(TransportError::Unreachable { .. } | TransportError::Timeout(_))), "{lost:?}");
     }
 
     #[tokio::test]

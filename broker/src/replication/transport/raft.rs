@@ -66,23 +66,19 @@ fn rpc_error<E: std::error::Error>(e: TransportError) -> RPCError<u64, BasicNode
 }
 
 impl GroupPeer {
-    /// One RPC of `kind`; a `heartbeat` (AppendEntries without entries) goes in the peer's
-    /// next heartbeat batch.
     async fn call<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
         &self,
         kind: Kind,
         rpc: &Req,
         option: &RPCOption,
-        heartbeat: bool,
     ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>> {
-        let body = Bytes::from(bincode::serialize(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?);
-        let transport = &self.network.transport;
-        let reply = if heartbeat {
-            transport.heartbeat(self.target, self.network.group, body, option.hard_ttl()).await
-        } else {
-            transport.request(self.target, kind, self.network.group, body, option.hard_ttl()).await
-        }
-        .map_err(rpc_error)?;
+        let body = bincode::serialize(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = self
+            .network
+            .transport
+            .request(self.target, kind, self.network.group, Bytes::from(body), option.hard_ttl())
+            .await
+            .map_err(rpc_error)?;
         if let Ok(mut a) = self.network.answers.lock() {
             a.insert(self.target, Instant::now());
         }
@@ -101,8 +97,7 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let heartbeat = rpc.entries.is_empty();
-        self.call(Kind::AppendEntries, &rpc, &option, heartbeat).await
+        self.call(Kind::AppendEntries, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -110,11 +105,11 @@ where
         rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        self.call(Kind::InstallSnapshot, &rpc, &option, false).await
+        self.call(Kind::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(Kind::Vote, &rpc, &option, false).await
+        self.call(Kind::Vote, &rpc, &option).await
     }
 }
 
