@@ -601,20 +601,27 @@ def producer_epochs(node, topic, partition):
     return seen
 
 
-def flexible_admin_call(port, api_key, body, timeout):
-    """Sends one flexible v0 request of `api_key` with `body` (fields and tags) to the node
-    on `port`, and returns the error code of a response that starts with a throttle time
-    and an error code (UnregisterBroker, AddRaftVoter, RemoveRaftVoter)."""
+def flexible_request(port, api_key, version, body, timeout):
+    """Sends one flexible request of `api_key` at `version` with `body` (fields and tags)
+    to the node on `port`; returns the response, from its header (correlation id, tagged
+    fields) on, once its correlation id is checked."""
     client = b"runnel-compat"
     # Header v2: api key, version, correlation id, client id (int16 string), no tagged fields.
-    frame = struct.pack(">hhih", api_key, 0, 7, len(client)) + client + b"\x00" + body
+    frame = struct.pack(">hhih", api_key, version, 7, len(client)) + client + b"\x00" + body
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(struct.pack(">i", len(frame)) + frame)
         size = struct.unpack(">i", _recv_exact(s, 4))[0]
         reply = _recv_exact(s, size)
-    # Response header v1: correlation id, tagged fields; body: throttle time, error code.
-    correlation, _tags, _throttle, error = struct.unpack_from(">ibih", reply)
-    assert correlation == 7
+    assert struct.unpack_from(">i", reply)[0] == 7
+    return reply
+
+
+def flexible_admin_call(port, api_key, body, timeout):
+    """A flexible v0 request (`flexible_request`) whose response starts with a throttle
+    time and an error code (UnregisterBroker, AddRaftVoter, RemoveRaftVoter): that code."""
+    reply = flexible_request(port, api_key, 0, body, timeout)
+    # Response header v1: correlation id, no tagged fields; body: throttle time, error code.
+    _correlation, _tags, _throttle, error = struct.unpack_from(">ibih", reply)
     return error
 
 
@@ -628,16 +635,11 @@ def describe_quorum(port, timeout=5.0):
     it (no stock Python client has it). Returns the partition's error code and, when it is
     0, the leader, epoch, high watermark and {node: (log end offset, last caught up ms)}
     of the voters and of the observers."""
-    client = b"runnel-compat"
     topic = b"__cluster_metadata"
-    # Header v2; body: topics [name, partitions [index 0, tags], tags], tags (compact).
+    # Body: topics [name, partitions [index 0, tags], tags], tags (compact).
     body = b"\x02" + bytes([len(topic) + 1]) + topic + b"\x02" + struct.pack(">i", 0) + b"\x00" + b"\x00" + b"\x00"
-    frame = struct.pack(">hhih", 55, 1, 9, len(client)) + client + b"\x00" + body
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(struct.pack(">i", len(frame)) + frame)
-        size = struct.unpack(">i", _recv_exact(s, 4))[0]
-        reply = _recv_exact(s, size)
-    pos = 0
+    reply = flexible_request(port, 55, 1, body, timeout)
+    pos = 4  # after the correlation id
 
     def take(fmt):
         nonlocal pos
@@ -670,7 +672,6 @@ def describe_quorum(port, timeout=5.0):
             out[node] = (end, caught_up)
         return out
 
-    assert take(">i") == 9
     skip_tags()
     assert take(">h") == 0, "top-level error"
     assert varint() - 1 == 1, "one topic"

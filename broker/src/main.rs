@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
-        let keep_openraft = config.log_level.contains("openraft");
+        let keep_openraft = names_openraft(&config.log_level);
         let peer_noise = tracing_subscriber::filter::filter_fn(move |m| keep_openraft || !runnel::replication::is_unanswered_peer_rpc(m));
         tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).finish().with(peer_noise).init();
     }
@@ -61,11 +61,16 @@ fn main() -> ExitCode {
 /// transport logs a peer going away and coming back once), unless the filter names it.
 fn log_filter(level: &str) -> String {
     let quiet = matches!(level.trim(), "error" | "off");
-    if level.contains("openraft") || quiet {
+    if names_openraft(level) || quiet {
         level.to_string()
     } else {
         format!("{level},openraft=error,openraft::replication=off")
     }
+}
+
+/// Whether the `log_level` filter names openraft: then its logs are left as asked.
+fn names_openraft(level: &str) -> bool {
+    level.contains("openraft")
 }
 
 async fn run(config: &mut NodeConfig) -> anyhow::Result<()> {

@@ -221,19 +221,24 @@ pub struct QuorumReplica {
     pub last_caught_up_ms: i64,
 }
 
+/// The offset after the entry at raft log `index` (DescribeQuorum's offsets).
+fn offset_after(index: u64) -> i64 {
+    i64::try_from(index).unwrap_or(i64::MAX).saturating_add(1)
+}
+
 /// The quorum from the leader's raft metrics; `None` on a node that does not lead.
 /// `heard_ago` says how long ago a node was last heard from.
 fn quorum_info(m: &openraft::RaftMetrics<u64, BasicNode>, now_ms: i64, heard_ago: impl Fn(u64) -> Option<Duration>) -> Option<QuorumInfo> {
     if m.state != openraft::ServerState::Leader {
         return None;
     }
-    let end = m.last_log_index.map_or(0, |i| i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1));
+    let end = m.last_log_index.map_or(0, offset_after);
     let replica = |id: u64| {
         if id == m.id {
             return QuorumReplica { node_id: id, log_end_offset: end, last_fetch_ms: now_ms, last_caught_up_ms: now_ms };
         }
         let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
-        let log_end_offset = matched.map_or(-1, |l| i64::try_from(l.index).unwrap_or(i64::MAX).saturating_add(1));
+        let log_end_offset = matched.map_or(-1, |l| offset_after(l.index));
         let last_fetch_ms = heard_ago(id).map_or(-1, |ago| now_ms.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)));
         let last_caught_up_ms = if log_end_offset == end { last_fetch_ms } else { -1 };
         QuorumReplica { node_id: id, log_end_offset, last_fetch_ms, last_caught_up_ms }
@@ -242,7 +247,7 @@ fn quorum_info(m: &openraft::RaftMetrics<u64, BasicNode>, now_ms: i64, heard_ago
     Some(QuorumInfo {
         leader: m.id,
         epoch: i32::try_from(m.vote.leader_id().term).unwrap_or(i32::MAX),
-        high_watermark: m.last_applied.map_or(0, |l| i64::try_from(l.index).unwrap_or(i64::MAX).saturating_add(1)),
+        high_watermark: m.last_applied.map_or(0, |l| offset_after(l.index)),
         voters: membership.voter_ids().map(replica).collect(),
         observers: membership.learner_ids().map(replica).collect(),
     })

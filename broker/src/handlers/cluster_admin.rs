@@ -1,8 +1,8 @@
 //! Cluster administration: moving partitions between nodes (AlterPartitionReassignments and
 //! ListPartitionReassignments, KIP-455), removing a node (UnregisterBroker), changing the
 //! controller voters (AddRaftVoter and RemoveRaftVoter, KIP-853), describing them
-//! (DescribeQuorum, KIP-595) and preferred-leader election (ElectLeaders, KIP-460). The controller records what is wanted; partition
-//! leaders carry it out (see `node`).
+//! (DescribeQuorum, KIP-595) and preferred-leader election (ElectLeaders, KIP-460). The
+//! controller records what is wanted; partition leaders carry it out (see `node`).
 
 use std::time::Duration;
 

@@ -36,7 +36,6 @@ fn code_for(e: CoordinatorError, version: i16, fenced_since: i16) -> i16 {
     kafka_error(&BrokerError::from(e)).code()
 }
 
-
 pub async fn handle_init_producer_id(node: &Node, req: InitProducerIdRequest, version: i16) -> InitProducerIdResponse {
     let r = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));

@@ -207,9 +207,9 @@ impl ProducerStateTable {
         TxnGuard(self.marker_stamps.get(&producer_id).copied().unwrap_or(self.created_stamp))
     }
 
-    /// The leader is about to propose a marker for `producer_id`: guards taken before it
-    /// no longer hold.
-    pub fn marker_proposed(&mut self, producer_id: i64) {
+    /// A marker for `producer_id` is about to be proposed (by the leader) or is applied:
+    /// guards taken before it no longer hold.
+    pub fn outdate_txn_guards(&mut self, producer_id: i64) {
         self.marker_stamps.insert(producer_id, next_marker_stamp());
     }
 
@@ -237,6 +237,9 @@ impl ProducerStateTable {
         if pid < 0 {
             return;
         }
+        if h.is_control() {
+            self.outdate_txn_guards(pid);
+        }
         let entry = self.producers.entry(pid).or_insert_with(|| ProducerEntry {
             epoch: h.producer_epoch,
             batches: VecDeque::new(),
@@ -251,7 +254,6 @@ impl ProducerStateTable {
         entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
         let last_offset = base_offset.saturating_add(i64::from(h.last_offset_delta));
         if h.is_control() {
-            self.marker_stamps.insert(pid, next_marker_stamp());
             if let Some((kind, coordinator_epoch)) = marker {
                 entry.coordinator_epoch = coordinator_epoch;
                 if let Some(first) = entry.txn_first_offset.take() {
@@ -348,7 +350,12 @@ mod tests {
 
     /// Applies `h` at `offset` after checking and reserving it, as the leader does.
     fn append(t: &mut ProducerStateTable, h: &BatchHeader, offset: i64) {
-        assert_eq!(t.check(h, None).expect("admitted"), Admission::Append);
+        append_with(t, h, offset, None);
+    }
+
+    /// `append` of a batch checked with `guard`.
+    fn append_with(t: &mut ProducerStateTable, h: &BatchHeader, offset: i64, guard: Option<TxnGuard>) {
+        assert_eq!(t.check(h, guard).expect("admitted"), Admission::Append);
         t.reserve(h);
         t.apply(h, offset, None);
     }
@@ -464,13 +471,13 @@ mod tests {
         let mut t = ProducerStateTable::default();
         // Guards taken with no marker in between hold, also across pipelined batches.
         let g = t.txn_guard(1);
-        append_guarded(&mut t, &header(1, 0, 0, 1, true), 0, g);
+        append_with(&mut t, &header(1, 0, 0, 1, true), 0, Some(g));
         let again = t.txn_guard(1);
-        append_guarded(&mut t, &header(1, 0, 1, 1, true), 1, again);
+        append_with(&mut t, &header(1, 0, 1, 1, true), 1, Some(again));
         assert_eq!(t.check(&header(1, 0, 2, 1, true), Some(g)).expect("same guard"), Admission::Append);
         // The coordinator ends the transaction while a late batch is being verified.
         let late = t.txn_guard(1);
-        t.marker_proposed(1);
+        t.outdate_txn_guards(1);
         let batch = header(1, 0, 2, 1, true);
         assert!(matches!(t.check(&batch, Some(late)), Err(LogError::InvalidTxnState { .. })));
         // The same when the marker arrives applied (a follower that has just become leader).
@@ -485,12 +492,6 @@ mod tests {
         let old = t.txn_guard(7);
         let rebuilt: ProducerStateTable = serde_json::from_slice(&serde_json::to_vec(&t).expect("ser")).expect("de");
         assert!(matches!(rebuilt.check(&header(7, 0, 0, 1, true), Some(old)), Err(LogError::InvalidTxnState { .. })));
-    }
-
-    fn append_guarded(t: &mut ProducerStateTable, h: &BatchHeader, offset: i64, g: TxnGuard) {
-        assert_eq!(t.check(h, Some(g)).expect("admitted"), Admission::Append);
-        t.reserve(h);
-        t.apply(h, offset, None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -37,7 +38,7 @@ const NODE_RECENT_MAX_BYTES: usize = 128 * 1024 * 1024;
 const RECENT_MIN_SHARE_BYTES: usize = 256 * 1024;
 
 /// Partition caches open in the process, which share `NODE_RECENT_MAX_BYTES`.
-static OPEN_CACHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static OPEN_CACHES: AtomicUsize = AtomicUsize::new(0);
 
 /// The bytes one partition may keep when `open` caches share the node's budget.
 fn share_of(open: usize) -> usize {
@@ -52,14 +53,14 @@ pub(crate) struct RecentEntries {
 
 impl Default for RecentEntries {
     fn default() -> Self {
-        OPEN_CACHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OPEN_CACHES.fetch_add(1, Ordering::Relaxed);
         RecentEntries { entries: VecDeque::new(), bytes: 0 }
     }
 }
 
 impl Drop for RecentEntries {
     fn drop(&mut self) {
-        OPEN_CACHES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        OPEN_CACHES.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -79,7 +80,7 @@ impl RecentEntries {
         }
         self.bytes += entry_size(&e);
         self.entries.push_back(e);
-        let max_bytes = share_of(OPEN_CACHES.load(std::sync::atomic::Ordering::Relaxed));
+        let max_bytes = share_of(OPEN_CACHES.load(Ordering::Relaxed));
         // The newest entry stays whatever its size: it is about to be applied and sent.
         while self.entries.len() > 1 && (self.entries.len() > RECENT_MAX_ENTRIES || self.bytes > max_bytes) {
             match self.entries.pop_front() {

@@ -769,7 +769,7 @@ impl PartitionReplica {
             // Under the gate: a batch checked before this was proposed before the marker,
             // one checked after is refused (`TxnGuard`).
             let _gate = self.producer_gate.lock().await;
-            self.shared.producers().table.marker_proposed(producer_id);
+            self.shared.producers().table.outdate_txn_guards(producer_id);
         }
         let reply = self.append(Bytes::from(batch)).await?;
         Ok(reply.base_offset)
