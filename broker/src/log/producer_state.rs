@@ -3,7 +3,8 @@
 //! transactions open on the partition (the last stable offset) and the aborted ones (for
 //! read_committed fetches). Pure and synchronous: committed batches are applied in log
 //! order; the leader checks a batch against the applied state plus the batches it has
-//! proposed but not yet seen applied (`pending`), and for transactional batches against
+//! proposed but not yet seen applied (`pending`, kept for the raft term they were
+//! proposed in), and for transactional batches against
 //! the markers written since the batch's transaction was checked (`TxnGuard`). Persisting
 //! snapshots is the caller's job.
 
@@ -70,6 +71,12 @@ struct PendingBatch {
     last_seq: i32,
 }
 
+impl PendingBatch {
+    fn of(h: &BatchHeader) -> PendingBatch {
+        PendingBatch { epoch: h.producer_epoch, first_seq: h.base_sequence, last_seq: last_sequence(h) }
+    }
+}
+
 /// KIP-890's verification guard. Taken before the leader decides that a transactional
 /// batch belongs to an open transaction (its own state says the transaction is open, or
 /// the coordinator says the partition was added); the batch is refused if a marker for its
@@ -94,8 +101,16 @@ pub struct ProducerStateTable {
     ongoing: BTreeMap<i64, i64>,
     /// Aborted transactions in marker (log) order.
     aborted: VecDeque<AbortedTxn>,
+    /// Pending batches of the raft term `pending_term`. A leader's entry stays in its log
+    /// for the whole term, so it may still commit even after the proposal's waiter gave up
+    /// (a leader that briefly lost its quorum answers NOT_LEADER_OR_FOLLOWER, and raft may
+    /// commit the entry later in the same term): it stays pending until it is applied or
+    /// the term ends. In a later term it was either applied before the new leader serves,
+    /// or truncated.
     #[serde(skip)]
     pending: HashMap<i64, VecDeque<PendingBatch>>,
+    #[serde(skip)]
+    pending_term: u64,
     /// Stamp of the last marker proposed or applied per producer (`TxnGuard`)...
     #[serde(skip)]
     marker_stamps: HashMap<i64, u64>,
@@ -111,6 +126,7 @@ impl Default for ProducerStateTable {
             ongoing: BTreeMap::new(),
             aborted: VecDeque::new(),
             pending: HashMap::new(),
+            pending_term: 0,
             marker_stamps: HashMap::new(),
             created_stamp: next_marker_stamp(),
         }
@@ -139,8 +155,9 @@ impl ProducerStateTable {
     /// write while the producer's transaction is open, or a transactional one whose `guard`
     /// a marker has outdated (INVALID_TXN_STATE). A producer the partition does not know
     /// (new, or expired) may start at any sequence, as in Kafka since KIP-360. Batches
-    /// without a producer id are always admitted.
-    pub fn check(&self, h: &BatchHeader, guard: Option<TxnGuard>) -> Result<Admission, LogError> {
+    /// without a producer id are always admitted. `term` is the leader's raft term: only
+    /// batches pending in it count.
+    pub fn check(&self, h: &BatchHeader, guard: Option<TxnGuard>, term: u64) -> Result<Admission, LogError> {
         let pid = h.producer_id;
         if pid < 0 {
             return Ok(Admission::Append);
@@ -158,7 +175,7 @@ impl ProducerStateTable {
                 return Ok(Admission::Duplicate(*b));
             }
         }
-        let pending = self.pending.get(&pid).filter(|p| !p.is_empty());
+        let pending = self.pending.get(&pid).filter(|p| !p.is_empty() && term == self.pending_term);
         if let Some(p) = pending {
             if p.iter().any(|b| b.epoch == h.producer_epoch && b.first_seq == first && b.last_seq == last) {
                 return Ok(Admission::InFlight);
@@ -213,21 +230,30 @@ impl ProducerStateTable {
         self.marker_stamps.insert(producer_id, next_marker_stamp());
     }
 
-    /// Records a batch the leader is about to propose after `check` admitted it.
-    pub fn reserve(&mut self, h: &BatchHeader) {
+    /// Records a batch the leader is about to propose in raft term `term` after `check`
+    /// admitted it. Batches pending from an earlier term are dropped.
+    pub fn reserve(&mut self, h: &BatchHeader, term: u64) {
         if h.producer_id < 0 {
             return;
         }
-        self.pending.entry(h.producer_id).or_default().push_back(PendingBatch {
-            epoch: h.producer_epoch,
-            first_seq: h.base_sequence,
-            last_seq: last_sequence(h),
-        });
+        if term != self.pending_term {
+            self.pending.clear();
+            self.pending_term = term;
+        }
+        self.pending.entry(h.producer_id).or_default().push_back(PendingBatch::of(h));
     }
 
-    /// Forgets every pending batch of `producer_id` (a proposal failed: later ones fail too).
-    pub fn release(&mut self, producer_id: i64) {
-        self.pending.remove(&producer_id);
+    /// Forgets the reservation of a batch that raft refused outright (it is in no log).
+    pub fn unreserve(&mut self, h: &BatchHeader) {
+        let batch = PendingBatch::of(h);
+        if let Some(p) = self.pending.get_mut(&h.producer_id) {
+            if let Some(i) = p.iter().rposition(|b| *b == batch) {
+                p.remove(i);
+            }
+            if p.is_empty() {
+                self.pending.remove(&h.producer_id);
+            }
+        }
     }
 
     /// Applies a committed batch stored at `base_offset`. `marker` is the control type of a
@@ -266,8 +292,9 @@ impl ProducerStateTable {
             return;
         }
         if let Some(p) = self.pending.get_mut(&pid) {
-            if p.front().is_some_and(|b| b.epoch == h.producer_epoch && b.first_seq == h.base_sequence) {
-                p.pop_front();
+            // Batches proposed before this one and not applied never will be in this term.
+            if let Some(i) = p.iter().position(|b| b.epoch == h.producer_epoch && b.first_seq == h.base_sequence) {
+                p.drain(..=i);
             }
             if p.is_empty() {
                 self.pending.remove(&pid);
@@ -355,8 +382,8 @@ mod tests {
 
     /// `append` of a batch checked with `guard`.
     fn append_with(t: &mut ProducerStateTable, h: &BatchHeader, offset: i64, guard: Option<TxnGuard>) {
-        assert_eq!(t.check(h, guard).expect("admitted"), Admission::Append);
-        t.reserve(h);
+        assert_eq!(t.check(h, guard, 1).expect("admitted"), Admission::Append);
+        t.reserve(h, 1);
         t.apply(h, offset, None);
     }
 
@@ -367,11 +394,11 @@ mod tests {
         let b1 = header(7, 0, 3, 2, false);
         append(&mut t, &b0, 100);
         append(&mut t, &b1, 103);
-        match t.check(&b0, None).expect("checked") {
+        match t.check(&b0, None, 1).expect("checked") {
             Admission::Duplicate(s) => assert_eq!((s.base_offset, s.last_offset), (100, 102)),
             other => panic!("expected duplicate, got {other:?}"),
         }
-        assert!(matches!(t.check(&b1, None), Ok(Admission::Duplicate(s)) if s.base_offset == 103));
+        assert!(matches!(t.check(&b1, None, 1), Ok(Admission::Duplicate(s)) if s.base_offset == 103));
     }
 
     #[test]
@@ -381,37 +408,37 @@ mod tests {
             append(&mut t, &header(1, 0, i, 1, false), i64::from(i));
         }
         // The first batch is forgotten: a retry of it is now out of order, as in Kafka.
-        assert!(matches!(t.check(&header(1, 0, 0, 1, false), None), Err(LogError::OutOfOrderSequence { .. })));
-        assert!(matches!(t.check(&header(1, 0, 1, 1, false), None), Ok(Admission::Duplicate(_))));
+        assert!(matches!(t.check(&header(1, 0, 0, 1, false), None, 1), Err(LogError::OutOfOrderSequence { .. })));
+        assert!(matches!(t.check(&header(1, 0, 1, 1, false), None, 1), Ok(Admission::Duplicate(_))));
     }
 
     #[test]
     fn a_gap_in_sequence_is_out_of_order() {
         let mut t = ProducerStateTable::default();
         append(&mut t, &header(1, 0, 0, 2, false), 0);
-        assert!(matches!(t.check(&header(1, 0, 3, 1, false), None), Err(LogError::OutOfOrderSequence { .. })));
-        assert_eq!(t.check(&header(1, 0, 2, 1, false), None).expect("next in sequence"), Admission::Append);
+        assert!(matches!(t.check(&header(1, 0, 3, 1, false), None, 1), Err(LogError::OutOfOrderSequence { .. })));
+        assert_eq!(t.check(&header(1, 0, 2, 1, false), None, 1).expect("next in sequence"), Admission::Append);
     }
 
     #[test]
     fn an_older_epoch_is_rejected_and_a_new_epoch_starts_at_zero() {
         let mut t = ProducerStateTable::default();
         append(&mut t, &header(1, 3, 0, 1, false), 0);
-        assert!(matches!(t.check(&header(1, 2, 1, 1, false), None), Err(LogError::InvalidProducerEpoch { current: 3, .. })));
-        assert!(matches!(t.check(&header(1, 4, 5, 1, false), None), Err(LogError::OutOfOrderSequence { .. })));
-        assert_eq!(t.check(&header(1, 4, 0, 1, false), None).expect("new epoch"), Admission::Append);
+        assert!(matches!(t.check(&header(1, 2, 1, 1, false), None, 1), Err(LogError::InvalidProducerEpoch { current: 3, .. })));
+        assert!(matches!(t.check(&header(1, 4, 5, 1, false), None, 1), Err(LogError::OutOfOrderSequence { .. })));
+        assert_eq!(t.check(&header(1, 4, 0, 1, false), None, 1).expect("new epoch"), Admission::Append);
     }
 
     #[test]
     fn an_unknown_producer_may_start_at_any_sequence() {
         let t = ProducerStateTable::default();
-        assert_eq!(t.check(&header(9, 0, 1234, 1, false), None).expect("admitted"), Admission::Append);
+        assert_eq!(t.check(&header(9, 0, 1234, 1, false), None, 1).expect("admitted"), Admission::Append);
     }
 
     #[test]
     fn a_batch_with_a_producer_id_and_no_sequence_is_invalid() {
         let t = ProducerStateTable::default();
-        assert!(matches!(t.check(&header(9, 0, -1, 1, false), None), Err(LogError::InvalidProducerBatch { .. })));
+        assert!(matches!(t.check(&header(9, 0, -1, 1, false), None, 1), Err(LogError::InvalidProducerBatch { .. })));
     }
 
     #[test]
@@ -419,17 +446,42 @@ mod tests {
         let mut t = ProducerStateTable::default();
         let b0 = header(1, 0, 0, 2, false);
         let b1 = header(1, 0, 2, 2, false);
-        t.check(&b0, None).expect("admitted");
-        t.reserve(&b0);
-        assert_eq!(t.check(&b1, None).expect("follows the pending batch"), Admission::Append);
-        t.reserve(&b1);
-        assert_eq!(t.check(&b0, None).expect("checked"), Admission::InFlight);
+        t.check(&b0, None, 1).expect("admitted");
+        t.reserve(&b0, 1);
+        assert_eq!(t.check(&b1, None, 1).expect("follows the pending batch"), Admission::Append);
+        t.reserve(&b1, 1);
+        assert_eq!(t.check(&b0, None, 1).expect("checked"), Admission::InFlight);
         t.apply(&b0, 10, None);
-        assert!(matches!(t.check(&b0, None), Ok(Admission::Duplicate(s)) if s.base_offset == 10));
-        assert_eq!(t.check(&b1, None).expect("checked"), Admission::InFlight);
-        // A failed proposal releases the reservations: the sequence continues from the log.
-        t.release(1);
-        assert_eq!(t.check(&b1, None).expect("checked"), Admission::Append);
+        assert!(matches!(t.check(&b0, None, 1), Ok(Admission::Duplicate(s)) if s.base_offset == 10));
+        assert_eq!(t.check(&b1, None, 1).expect("checked"), Admission::InFlight);
+        // A proposal raft refused outright is forgotten: the sequence continues from the log.
+        t.unreserve(&b1);
+        assert_eq!(t.check(&b1, None, 1).expect("checked"), Admission::Append);
+    }
+
+    #[test]
+    fn a_batch_stays_pending_for_its_whole_term_and_no_longer() {
+        let mut t = ProducerStateTable::default();
+        let b0 = header(1, 0, 0, 2, false);
+        let b1 = header(1, 0, 2, 2, false);
+        let b2 = header(1, 0, 4, 2, false);
+        for b in [&b0, &b1, &b2] {
+            assert_eq!(t.check(b, None, 5).expect("admitted"), Admission::Append);
+            t.reserve(b, 5);
+        }
+        // The leader answered NOT_LEADER_OR_FOLLOWER while briefly without its quorum, but
+        // in the same term the entries may still commit: retries wait for them.
+        assert_eq!(t.check(&b1, None, 5).expect("checked"), Admission::InFlight);
+        // Applying a later batch settles the earlier ones too.
+        t.apply(&b1, 10, None);
+        assert!(t.pending.get(&1).is_some_and(|p| p.len() == 1), "only b2 is left pending");
+        assert_eq!(t.check(&b2, None, 5).expect("checked"), Admission::InFlight);
+        // A new term: b2 was truncated (or it would have been applied before this leader
+        // serves), so its retry is appended again, in sequence after what was applied.
+        assert_eq!(t.check(&b2, None, 6).expect("checked"), Admission::Append);
+        t.reserve(&b2, 6);
+        assert_eq!(t.check(&b2, None, 6).expect("checked"), Admission::InFlight);
+        assert_eq!(t.pending.get(&1).map(VecDeque::len), Some(1), "the old term's reservation is gone");
     }
 
     #[test]
@@ -437,7 +489,7 @@ mod tests {
         let mut t = ProducerStateTable::default();
         append(&mut t, &header(1, 0, i32::MAX - 1, 2, false), 0);
         assert_eq!(last_sequence(&header(1, 0, i32::MAX, 3, false)), 1);
-        assert_eq!(t.check(&header(1, 0, 0, 1, false), None).expect("wraps"), Admission::Append);
+        assert_eq!(t.check(&header(1, 0, 0, 1, false), None, 1).expect("wraps"), Admission::Append);
     }
 
     #[test]
@@ -456,14 +508,14 @@ mod tests {
         assert!(t.aborted_between(15, 100).is_empty());
         assert!(t.aborted_between(0, 10).is_empty());
         // The sequence continues after a marker of the same epoch.
-        assert_eq!(t.check(&header(1, 0, 3, 1, false), None).expect("in sequence"), Admission::Append);
+        assert_eq!(t.check(&header(1, 0, 3, 1, false), None, 1).expect("in sequence"), Admission::Append);
     }
 
     #[test]
     fn a_plain_write_during_an_open_transaction_is_refused() {
         let mut t = ProducerStateTable::default();
         append(&mut t, &header(1, 0, 0, 1, true), 0);
-        assert!(matches!(t.check(&header(1, 0, 1, 1, false), None), Err(LogError::InvalidTxnState { .. })));
+        assert!(matches!(t.check(&header(1, 0, 1, 1, false), None, 1), Err(LogError::InvalidTxnState { .. })));
     }
 
     #[test]
@@ -474,24 +526,24 @@ mod tests {
         append_with(&mut t, &header(1, 0, 0, 1, true), 0, Some(g));
         let again = t.txn_guard(1);
         append_with(&mut t, &header(1, 0, 1, 1, true), 1, Some(again));
-        assert_eq!(t.check(&header(1, 0, 2, 1, true), Some(g)).expect("same guard"), Admission::Append);
+        assert_eq!(t.check(&header(1, 0, 2, 1, true), Some(g), 1).expect("same guard"), Admission::Append);
         // The coordinator ends the transaction while a late batch is being verified.
         let late = t.txn_guard(1);
         t.outdate_txn_guards(1);
         let batch = header(1, 0, 2, 1, true);
-        assert!(matches!(t.check(&batch, Some(late)), Err(LogError::InvalidTxnState { .. })));
+        assert!(matches!(t.check(&batch, Some(late), 1), Err(LogError::InvalidTxnState { .. })));
         // The same when the marker arrives applied (a follower that has just become leader).
         let late = t.txn_guard(1);
         t.apply(&marker(1, 0), 2, Some((ControlType::Commit, 0)));
-        assert!(matches!(t.check(&batch, Some(late)), Err(LogError::InvalidTxnState { .. })));
+        assert!(matches!(t.check(&batch, Some(late), 1), Err(LogError::InvalidTxnState { .. })));
         // A batch checked after the marker starts the next transaction.
-        assert_eq!(t.check(&batch, Some(t.txn_guard(1))).expect("fresh guard"), Admission::Append);
+        assert_eq!(t.check(&batch, Some(t.txn_guard(1)), 1).expect("fresh guard"), Admission::Append);
         // Non-transactional batches and other producers are not concerned.
-        assert_eq!(t.check(&header(2, 0, 0, 1, true), Some(t.txn_guard(2))).expect("other producer"), Admission::Append);
+        assert_eq!(t.check(&header(2, 0, 0, 1, true), Some(t.txn_guard(2)), 1).expect("other producer"), Admission::Append);
         // A table rebuilt from a snapshot honours no guard taken before.
         let old = t.txn_guard(7);
         let rebuilt: ProducerStateTable = serde_json::from_slice(&serde_json::to_vec(&t).expect("ser")).expect("de");
-        assert!(matches!(rebuilt.check(&header(7, 0, 0, 1, true), Some(old)), Err(LogError::InvalidTxnState { .. })));
+        assert!(matches!(rebuilt.check(&header(7, 0, 0, 1, true), Some(old), 1), Err(LogError::InvalidTxnState { .. })));
     }
 
     #[test]
@@ -507,11 +559,11 @@ mod tests {
     fn a_snapshot_round_trips_without_pending_batches() {
         let mut t = ProducerStateTable::default();
         append(&mut t, &header(1, 0, 0, 1, true), 0);
-        t.reserve(&header(1, 0, 1, 1, true));
+        t.reserve(&header(1, 0, 1, 1, true), 1);
         let json = serde_json::to_vec(&t).expect("serialises");
         let back: ProducerStateTable = serde_json::from_slice(&json).expect("deserialises");
         assert_eq!(back.first_unstable_offset(), Some(0));
-        assert_eq!(back.check(&header(1, 0, 1, 1, true), None).expect("checked"), Admission::Append);
+        assert_eq!(back.check(&header(1, 0, 1, 1, true), None, 1).expect("checked"), Admission::Append);
         assert!(back.pending.is_empty());
     }
 }

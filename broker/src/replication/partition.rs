@@ -92,8 +92,6 @@ pub struct PartitionReplica {
 /// A proposed batch that has been handed to raft, in proposal order.
 pub struct ProposeHandle {
     rx: oneshot::Receiver<Result<ClientWriteResponse<PartitionRaft>, ClientWriteError<u64, BasicNode>>>,
-    /// The producer whose pending reservation a failed proposal must release.
-    producer: Option<(Arc<PartitionShared>, i64)>,
     /// Whether this node is a serving leader: the wait gives up when it turns false.
     serving: watch::Receiver<bool>,
     metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
@@ -253,21 +251,14 @@ fn map_write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Repli
 impl ProposeHandle {
     /// Waits until the batch is committed (and, with the default fsync policy, on disk on a
     /// majority), returning the offset the log assigned it.
+    /// A producer batch stays pending whatever the answer (see `ProducerStateTable`).
     pub async fn committed(mut self) -> Result<PartitionReply, ReplicationError> {
-        let result = self.wait().await;
-        if let (Err(_), Some((shared, pid))) = (&result, &self.producer) {
-            shared.producers().table.release(*pid);
-        }
-        result
-    }
-
-    async fn wait(&mut self) -> Result<PartitionReply, ReplicationError> {
         // openraft never makes a leader cut off from its followers step down, and its
         // proposals would wait for good: as Kafka answers requests waiting on a partition
         // whose leadership moved, they are answered NOT_LEADER_OR_FOLLOWER once this node
         // stops being a serving leader, so that clients look for the new one. (The batch
         // may still commit if the node gets its quorum back; idempotent producers' retries
-        // are then recognised as duplicates.)
+        // wait for it as in flight, then are recognised as duplicates.)
         let mut serving = self.serving.clone();
         let lost = async move {
             // Ends when the flag turns false, or the group stops (the sender is dropped).
@@ -706,7 +697,7 @@ impl PartitionReplica {
             .client_write_ff(PartitionCommand::Batch(batch))
             .await
             .map_err(|e| ReplicationError::Stopped(e.to_string()))?;
-        Ok(ProposeHandle { rx, producer: None, serving: self.serving.clone(), metrics: self.raft.metrics(), local })
+        Ok(ProposeHandle { rx, serving: self.serving.clone(), metrics: self.raft.metrics(), local })
     }
 
     /// Hands a client's batch to raft after Kafka's producer checks: a batch with a producer
@@ -734,7 +725,8 @@ impl PartitionReplica {
             tokio::pin!(applied);
             applied.as_mut().enable();
             let gate = self.producer_gate.lock().await;
-            let admission = self.shared.producers().table.check(header, guard)?;
+            let term = self.raft.metrics().borrow().current_term;
+            let admission = self.shared.producers().table.check(header, guard, term)?;
             match admission {
                 Admission::Duplicate(b) => return Ok(Proposal::Duplicate(b)),
                 Admission::InFlight => {
@@ -744,18 +736,12 @@ impl PartitionReplica {
                     }
                 }
                 Admission::Append => {
-                    self.shared.producers().table.reserve(header);
-                    let pid = header.producer_id;
-                    return match self.propose(batch, local_ack).await {
-                        Ok(mut h) => {
-                            h.producer = Some((self.shared.clone(), pid));
-                            Ok(Proposal::Proposed(h))
-                        }
-                        Err(e) => {
-                            self.shared.producers().table.release(pid);
-                            Err(e)
-                        }
-                    };
+                    self.shared.producers().table.reserve(header, term);
+                    let proposed = self.propose(batch, local_ack).await;
+                    if proposed.is_err() {
+                        self.shared.producers().table.unreserve(header);
+                    }
+                    return proposed.map(Proposal::Proposed);
                 }
             }
         }
