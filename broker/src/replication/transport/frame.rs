@@ -5,6 +5,9 @@
 //!
 //! Layout (big-endian): `length u32` (bytes after it) | `kind u8` | `flags u8` |
 //! `request id u64` | `group tag u8` [| `topic id 16 bytes` | `partition i32`] | `body`.
+//! A `HeartbeatBatch` frame's body is whole AppendEntries frames (each with its own
+//! request id and group), all requests or all replies as the batch itself: heartbeats of
+//! many groups to one peer share a frame, and each is still answered on its own.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
@@ -95,6 +98,10 @@ pub enum FrameError {
     UnknownGroup(u8),
     #[error("unknown flags {0:#04x}")]
     UnknownFlags(u8),
+    #[error("a heartbeat batch holds a frame of kind {0}, not AppendEntries")]
+    NotAHeartbeat(u8),
+    #[error("a heartbeat batch mixes requests and replies")]
+    MixedBatch,
 }
 
 impl Frame {
@@ -145,7 +152,15 @@ impl Frame {
             return Ok(None);
         }
         buf.advance(4);
-        let mut frame = buf.split_to(len).freeze();
+        Frame::parse(buf.split_to(len).freeze()).map(Some)
+    }
+
+    /// Parses a frame whose length prefix has been taken off: `frame` is its bytes after it.
+    fn parse(mut frame: Bytes) -> Result<Frame, FrameError> {
+        let len = frame.len();
+        if len < FIXED_HEADER {
+            return Err(FrameError::Short(len));
+        }
         let kind = frame.get_u8();
         let kind = Kind::from_u8(kind).ok_or(FrameError::UnknownKind(kind))?;
         let flags = frame.get_u8();
@@ -166,7 +181,79 @@ impl Frame {
             }
             other => return Err(FrameError::UnknownGroup(other)),
         };
-        Ok(Some(Frame { kind, response: flags & FLAG_RESPONSE != 0, request_id, group, body: frame }))
+        Ok(Frame { kind, response: flags & FLAG_RESPONSE != 0, request_id, group, body: frame })
+    }
+
+    /// Appends `heartbeats` (AppendEntries frames, requests or replies as `response` says)
+    /// to `out` as `HeartbeatBatch` frames of at most `max` bytes each, as few as fit.
+    /// Returns how many batch frames were written. Nothing is written when a frame is not
+    /// such a heartbeat or too large for a batch of its own.
+    pub fn encode_heartbeats(heartbeats: &[Frame], response: bool, out: &mut BytesMut, max: usize) -> Result<usize, FrameError> {
+        let outer = FIXED_HEADER;
+        for f in heartbeats {
+            if f.kind != Kind::AppendEntries {
+                return Err(FrameError::NotAHeartbeat(f.kind as u8));
+            }
+            if f.response != response {
+                return Err(FrameError::MixedBatch);
+            }
+            if f.encoded_len() + outer > max {
+                return Err(FrameError::TooLarge { len: f.encoded_len() + outer, max });
+            }
+        }
+        let mut batches = 0;
+        let mut rest = heartbeats;
+        while !rest.is_empty() {
+            let mut body_len = 0;
+            let fit = rest
+                .iter()
+                .take_while(|f| {
+                    let fits = outer + body_len + f.encoded_len() <= max;
+                    if fits {
+                        body_len += f.encoded_len();
+                    }
+                    fits
+                })
+                .count();
+            let len = outer + body_len;
+            out.reserve(4 + len);
+            out.put_u32(len as u32);
+            out.put_u8(Kind::HeartbeatBatch as u8);
+            out.put_u8(if response { FLAG_RESPONSE } else { 0 });
+            out.put_u64(0);
+            out.put_u8(0);
+            for f in &rest[..fit] {
+                f.encode(out, max)?;
+            }
+            rest = &rest[fit..];
+            batches += 1;
+        }
+        Ok(batches)
+    }
+
+    /// The heartbeats a `HeartbeatBatch` frame carries, in order. Each must be an
+    /// AppendEntries frame that is a request or a reply as the batch is.
+    pub fn heartbeats(self) -> Result<Vec<Frame>, FrameError> {
+        let mut body = self.body;
+        let mut inner = Vec::new();
+        while body.has_remaining() {
+            if body.remaining() < 4 {
+                return Err(FrameError::Short(body.remaining()));
+            }
+            let len = body.get_u32() as usize;
+            if len > body.remaining() {
+                return Err(FrameError::Short(body.remaining()));
+            }
+            let f = Frame::parse(body.split_to(len))?;
+            if f.kind != Kind::AppendEntries {
+                return Err(FrameError::NotAHeartbeat(f.kind as u8));
+            }
+            if f.response != self.response {
+                return Err(FrameError::MixedBatch);
+            }
+            inner.push(f);
+        }
+        Ok(inner)
     }
 }
 
@@ -276,5 +363,109 @@ mod tests {
         let body_at = f.body.as_ptr() as usize;
         assert!(body_at >= start && body_at < start + f.encoded_len(), "body is a slice of the buffer, not a copy");
         assert_eq!(&f.body[..], b"batch bytes");
+    }
+
+    fn heartbeat(i: u64, response: bool) -> Frame {
+        Frame {
+            kind: Kind::AppendEntries,
+            response,
+            request_id: i,
+            group: GroupId::Partition { topic: Uuid::from_u128(u128::from(i)), partition: i as i32 },
+            body: Bytes::from(format!("heartbeat {i}")),
+        }
+    }
+
+    /// Decodes every frame of `wire`, expanding heartbeat batches.
+    fn decode_all(mut wire: BytesMut, max: usize) -> (usize, Vec<Frame>) {
+        let (mut batches, mut frames) = (0, Vec::new());
+        while let Some(f) = Frame::decode(&mut wire, max).expect("valid frame") {
+            assert_eq!(f.kind, Kind::HeartbeatBatch);
+            batches += 1;
+            frames.extend(f.heartbeats().expect("valid batch"));
+        }
+        assert!(wire.is_empty());
+        (batches, frames)
+    }
+
+    #[test]
+    fn heartbeats_round_trip_in_one_batch_each_with_its_own_id_and_group() {
+        for response in [false, true] {
+            let beats: Vec<_> = (0..100).map(|i| heartbeat(i, response)).collect();
+            let mut wire = BytesMut::new();
+            assert_eq!(Frame::encode_heartbeats(&beats, response, &mut wire, MAX).expect("encode"), 1);
+            let (batches, got) = decode_all(wire, MAX);
+            assert_eq!((batches, got), (1, beats));
+        }
+    }
+
+    #[test]
+    fn heartbeats_over_the_frame_limit_are_split_into_several_batches() {
+        let beats: Vec<_> = (0..50).map(|i| heartbeat(i, false)).collect();
+        let max = 10 * beats[0].encoded_len() + FIXED_HEADER;
+        let mut wire = BytesMut::new();
+        let written = Frame::encode_heartbeats(&beats, false, &mut wire, max).expect("encode");
+        assert!(written >= 5, "{written} batches for 50 heartbeats of which 10 fit in one");
+        let (batches, got) = decode_all(wire, max);
+        assert_eq!(batches, written);
+        assert_eq!(got, beats);
+        // One heartbeat that fits in no batch is refused, and nothing is written.
+        let mut wire = BytesMut::new();
+        let big = Frame { body: Bytes::from(vec![0; max]), ..heartbeat(1, false) };
+        assert!(matches!(Frame::encode_heartbeats(&[heartbeat(0, false), big], false, &mut wire, max), Err(FrameError::TooLarge { .. })));
+        assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn a_batch_holds_only_heartbeats_of_its_own_direction() {
+        let vote = Frame { kind: Kind::Vote, ..heartbeat(1, false) };
+        let reply = heartbeat(2, true);
+        let mut out = BytesMut::new();
+        assert_eq!(Frame::encode_heartbeats(&[vote.clone()], false, &mut out, MAX), Err(FrameError::NotAHeartbeat(Kind::Vote as u8)));
+        assert_eq!(Frame::encode_heartbeats(&[reply.clone()], false, &mut out, MAX), Err(FrameError::MixedBatch));
+        assert!(out.is_empty());
+        // Hand-made batches that break the rules are refused when read.
+        let batch_of = |inner: &[Frame], response: bool| {
+            let mut body = BytesMut::new();
+            for f in inner {
+                f.encode(&mut body, MAX).expect("encode");
+            }
+            Frame { kind: Kind::HeartbeatBatch, response, request_id: 0, group: GroupId::Controller, body: body.freeze() }
+        };
+        assert_eq!(batch_of(&[heartbeat(0, false), vote], false).heartbeats(), Err(FrameError::NotAHeartbeat(Kind::Vote as u8)));
+        assert_eq!(batch_of(&[heartbeat(0, false), reply], false).heartbeats(), Err(FrameError::MixedBatch));
+        let nested = batch_of(&[heartbeat(0, false)], false);
+        let nested = Frame { kind: Kind::HeartbeatBatch, ..nested };
+        assert_eq!(batch_of(&[nested], false).heartbeats(), Err(FrameError::NotAHeartbeat(Kind::HeartbeatBatch as u8)));
+    }
+
+    #[test]
+    fn a_batch_cut_anywhere_is_refused() {
+        let beats: Vec<_> = (0..3).map(|i| heartbeat(i, false)).collect();
+        let mut wire = BytesMut::new();
+        Frame::encode_heartbeats(&beats, false, &mut wire, MAX).expect("encode");
+        let whole = Frame::decode(&mut wire, MAX).expect("decode").expect("whole");
+        for cut in 1..whole.body.len() {
+            let at_boundary = {
+                let mut lens = 0;
+                beats.iter().any(|b| {
+                    lens += b.encoded_len();
+                    lens == cut
+                })
+            };
+            let short = Frame { body: whole.body.slice(..cut), ..whole.clone() };
+            match short.heartbeats() {
+                Ok(got) => assert!(at_boundary && got.len() < beats.len(), "cut at {cut} read as {} heartbeats", got.len()),
+                Err(_) => assert!(!at_boundary, "a cut between whole heartbeats is a shorter batch"),
+            }
+        }
+    }
+
+    proptest! {
+        /// Arbitrary bytes as a batch's body are heartbeats or an error: never a panic.
+        #[test]
+        fn arbitrary_batch_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let f = Frame { kind: Kind::HeartbeatBatch, response: false, request_id: 0, group: GroupId::Controller, body: Bytes::from(bytes) };
+            let _ = f.heartbeats();
+        }
     }
 }

@@ -8,6 +8,13 @@
 //! a misrouted proxy). A lost connection fails its pending requests at once; the next
 //! request dials again, no sooner than `reconnect_backoff` after the last failed dial.
 //!
+//! Heartbeats (AppendEntries without entries, most of the traffic when many groups are
+//! idle) of every group to a peer share frames (`Kind::HeartbeatBatch`), and so do their
+//! replies; each is still a request of its own with its own id and deadline, answered as
+//! soon as its group answers. A connection sends at most one batch per `heartbeat_linger`:
+//! a heartbeat that finds the last batch older than that leaves at once, so a lone
+//! heartbeat never waits, and under load they leave together.
+//!
 //! Bounds: frames above `max_frame_bytes` close the connection; at most
 //! `max_inflight_per_connection` requests are handled at once for one inbound connection,
 //! four times as many are read ahead of them, after which it is not read (pings are
@@ -27,8 +34,12 @@ use tracing::{debug, info, warn};
 
 use super::frame::{Frame, FrameError, GroupId, Kind};
 
-/// Version of this protocol, exchanged in Hello.
-const PROTOCOL_VERSION: u16 = 1;
+/// Version of this protocol, exchanged in Hello. 2: heartbeat batches.
+const PROTOCOL_VERSION: u16 = 2;
+
+/// At most this many heartbeats share a batch frame (fewer when they would be over
+/// `max_frame_bytes`); more held at once leave in several.
+const MAX_HEARTBEATS_PER_BATCH: usize = 1024;
 
 /// Answers the requests peers send.
 pub trait InboundHandler: Send + Sync + 'static {
@@ -42,6 +53,8 @@ pub struct TransportLimits {
     pub max_inflight_per_connection: usize,
     pub connect_timeout: Duration,
     pub reconnect_backoff: Duration,
+    /// A connection sends at most one heartbeat batch per this long (see the module doc).
+    pub heartbeat_linger: Duration,
 }
 
 impl Default for TransportLimits {
@@ -51,6 +64,7 @@ impl Default for TransportLimits {
             max_inflight_per_connection: 1024,
             connect_timeout: Duration::from_secs(1),
             reconnect_backoff: Duration::from_millis(100),
+            heartbeat_linger: Duration::from_millis(2),
         }
     }
 }
@@ -81,9 +95,43 @@ struct Waiters {
 
 type Pending = Arc<Mutex<Waiters>>;
 
+/// A frame for a connection's writer; heartbeats are held to leave in batches.
+struct Outgoing {
+    frame: Frame,
+    heartbeat: bool,
+}
+
+impl Outgoing {
+    fn now(frame: Frame) -> Outgoing {
+        Outgoing { frame, heartbeat: false }
+    }
+}
+
+/// Heartbeats this node sent (requests and replies) and the batch frames they took.
+#[derive(Default)]
+struct HeartbeatCounts {
+    heartbeats: std::sync::atomic::AtomicU64,
+    frames: std::sync::atomic::AtomicU64,
+}
+
+impl HeartbeatCounts {
+    fn add(&self, heartbeats: usize, frames: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.heartbeats.fetch_add(heartbeats as u64, Relaxed);
+        self.frames.fetch_add(frames as u64, Relaxed);
+        metrics::counter!("runnel_raft_heartbeats_sent_total").increment(heartbeats as u64);
+        metrics::counter!("runnel_raft_heartbeat_frames_sent_total").increment(frames as u64);
+    }
+
+    fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.heartbeats.load(Relaxed), self.frames.load(Relaxed))
+    }
+}
+
 /// An open outbound connection: frames to write, and the replies awaited.
 struct Link {
-    frames: mpsc::Sender<Frame>,
+    frames: mpsc::Sender<Outgoing>,
     pending: Pending,
 }
 
@@ -108,6 +156,16 @@ pub struct PeerTransport {
     /// When each peer was last heard from: an answer to a request of ours (raft,
     /// forwarded, ping) or a request of its own.
     heard: Heard,
+    counts: Arc<HeartbeatCounts>,
+}
+
+/// What serving inbound connections needs.
+struct Inbound {
+    node_id: u64,
+    handler: Arc<dyn InboundHandler>,
+    limits: TransportLimits,
+    heard: Heard,
+    counts: Arc<HeartbeatCounts>,
 }
 
 /// When each peer was last heard from, shared with the inbound connections.
@@ -140,8 +198,10 @@ impl PeerTransport {
             limits: limits.clone(),
             stop,
             heard: Heard::default(),
+            counts: Arc::default(),
         });
-        tokio::spawn(accept_loop(listener, node_id, handler, limits, transport.heard.clone(), stopped));
+        let inbound = Inbound { node_id, handler, limits, heard: transport.heard.clone(), counts: transport.counts.clone() };
+        tokio::spawn(accept_loop(listener, Arc::new(inbound), stopped));
         Ok(transport)
     }
 
@@ -158,6 +218,7 @@ impl PeerTransport {
             limits,
             stop,
             heard: Heard::default(),
+            counts: Arc::default(),
         })
     }
 
@@ -165,6 +226,10 @@ impl PeerTransport {
     /// after this fail as unreachable.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
+        let (heartbeats, frames) = self.heartbeats_sent();
+        if heartbeats > 0 {
+            info!(heartbeats, frames, "raft heartbeats sent to peers (requests and replies) and the batch frames they took");
+        }
         let slots: Vec<_> = self.peers.lock().map(|mut p| p.drain().map(|(_, s)| s).collect()).unwrap_or_default();
         for slot in slots {
             slot.lock().await.link = None;
@@ -185,8 +250,24 @@ impl PeerTransport {
         }
     }
 
+    /// Heartbeats sent so far, requests and replies, and the batch frames they took.
+    pub fn heartbeats_sent(&self) -> (u64, u64) {
+        self.counts.get()
+    }
+
     /// Sends a request to `peer` and waits for its reply body, at most `timeout`.
     pub async fn request(&self, peer: u64, kind: Kind, group: GroupId, body: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
+        self.send(peer, Outgoing::now(Frame { kind, response: false, request_id: 0, group, body }), timeout).await
+    }
+
+    /// Sends a raft heartbeat (an AppendEntries without entries) of `group` to `peer`, in a
+    /// batch with other groups' heartbeats, and waits for its own reply, at most `timeout`.
+    pub async fn heartbeat(&self, peer: u64, group: GroupId, body: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
+        let frame = Frame { kind: Kind::AppendEntries, response: false, request_id: 0, group, body };
+        self.send(peer, Outgoing { frame, heartbeat: true }, timeout).await
+    }
+
+    async fn send(&self, peer: u64, mut out: Outgoing, timeout: Duration) -> Result<Bytes, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let link = tokio::time::timeout_at(deadline, self.link(peer)).await.map_err(|_| TransportError::Timeout(peer))??;
         let request_id = self.next_request_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -199,8 +280,8 @@ impl PeerTransport {
             }
             p.by_request.insert(request_id, tx);
         }
-        let frame = Frame { kind, response: false, request_id, group, body };
-        if tokio::time::timeout_at(deadline, link.frames.send(frame)).await.is_err() {
+        out.frame.request_id = request_id;
+        if tokio::time::timeout_at(deadline, link.frames.send(out)).await.is_err() {
             forget(&link.pending, request_id);
             return Err(TransportError::Timeout(peer));
         }
@@ -330,7 +411,7 @@ impl PeerTransport {
         let (reader, writer) = stream.into_split();
         let (frames, rx) = mpsc::channel(limits.max_inflight_per_connection);
         let pending: Pending = Arc::default();
-        tokio::spawn(write_frames(writer, rx, limits.max_frame_bytes));
+        tokio::spawn(write_frames(writer, rx, limits.clone(), self.counts.clone()));
         tokio::spawn(read_replies(reader, buf, pending.clone(), limits.max_frame_bytes, frames.clone()));
         Ok(Arc::new(Link { frames, pending }))
     }
@@ -383,21 +464,75 @@ async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, buf: &mut BytesMut,
     }
 }
 
-async fn write_frames(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>, max: usize) {
+/// Writes a connection's frames, several per write when they queue up. Heartbeats are held
+/// and leave as batch frames, at most one batch per `heartbeat_linger` (sooner when
+/// `MAX_HEARTBEATS_PER_BATCH` are held); see the module doc.
+async fn write_frames(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, limits: TransportLimits, counts: Arc<HeartbeatCounts>) {
+    enum Wake {
+        Frame(Outgoing),
+        Closed,
+        Due,
+    }
+    let max = limits.max_frame_bytes;
     let mut buf = BytesMut::new();
-    while let Some(frame) = rx.recv().await {
-        buf.clear();
-        if let Err(e) = frame.encode(&mut buf, max) {
+    // Held heartbeat requests and held heartbeat replies (a connection carries one or the other).
+    let mut held: [Vec<Frame>; 2] = [Vec::new(), Vec::new()];
+    let mut last_batch: Option<tokio::time::Instant> = None;
+    let take = |o: Outgoing, buf: &mut BytesMut, held: &mut [Vec<Frame>; 2]| {
+        // (A heartbeat too large for a batch is sent, or refused, as a frame of its own.)
+        if o.heartbeat && o.frame.kind == Kind::AppendEntries && o.frame.encoded_len() + 64 <= max {
+            held[usize::from(o.frame.response)].push(o.frame);
+        } else if let Err(e) = o.frame.encode(buf, max) {
             warn!(error = %e, "dropping a frame too large to send");
-            continue;
+        }
+    };
+    loop {
+        let holding = held.iter().any(|h| !h.is_empty());
+        let due = last_batch.map(|t| t + limits.heartbeat_linger).filter(|_| holding);
+        let wake = match due {
+            Some(at) => tokio::select! {
+                o = rx.recv() => o.map_or(Wake::Closed, Wake::Frame),
+                () = tokio::time::sleep_until(at) => Wake::Due,
+            },
+            None => rx.recv().await.map_or(Wake::Closed, Wake::Frame),
+        };
+        let closed = matches!(wake, Wake::Closed);
+        if let Wake::Frame(o) = wake {
+            take(o, &mut buf, &mut held);
         }
         // Send what else is already queued in the same write.
-        while let Ok(next) = rx.try_recv() {
-            if next.encode(&mut buf, max).is_err() || buf.len() > 1 << 20 {
-                break;
+        while buf.len() < 1 << 20 && held.iter().all(|h| h.len() < MAX_HEARTBEATS_PER_BATCH) {
+            match rx.try_recv() {
+                Ok(o) => take(o, &mut buf, &mut held),
+                Err(_) => break,
             }
         }
-        if writer.write_all(&buf).await.is_err() {
+        let now = tokio::time::Instant::now();
+        let full = held.iter().any(|h| h.len() >= MAX_HEARTBEATS_PER_BATCH);
+        let lingered = last_batch.is_none_or(|t| now >= t + limits.heartbeat_linger);
+        if held.iter().any(|h| !h.is_empty()) && (closed || full || lingered) {
+            for (response, beats) in held.iter_mut().enumerate() {
+                let mut frames = 0;
+                for chunk in beats.chunks(MAX_HEARTBEATS_PER_BATCH) {
+                    match Frame::encode_heartbeats(chunk, response == 1, &mut buf, max) {
+                        Ok(n) => frames += n,
+                        Err(e) => warn!(error = %e, "dropping heartbeats that cannot be sent"),
+                    }
+                }
+                if frames > 0 {
+                    counts.add(beats.len(), frames);
+                }
+                beats.clear();
+            }
+            last_batch = Some(now);
+        }
+        if !buf.is_empty() {
+            if writer.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+        if closed {
             return;
         }
     }
@@ -408,16 +543,24 @@ async fn read_replies(
     mut buf: BytesMut,
     pending: Pending,
     max: usize,
-    frames: mpsc::Sender<Frame>,
+    frames: mpsc::Sender<Outgoing>,
 ) {
+    let deliver = |f: Frame| {
+        let waiter = pending.lock().ok().and_then(|mut p| p.by_request.remove(&f.request_id));
+        if let Some(w) = waiter {
+            let _ = w.send(f.body);
+        }
+    };
     loop {
         match read_frame(&mut reader, &mut buf, max).await {
-            Ok(Some(f)) if f.response => {
-                let waiter = pending.lock().ok().and_then(|mut p| p.by_request.remove(&f.request_id));
-                if let Some(w) = waiter {
-                    let _ = w.send(f.body);
+            Ok(Some(f)) if f.response && f.kind == Kind::HeartbeatBatch => match f.heartbeats() {
+                Ok(replies) => replies.into_iter().for_each(&deliver),
+                Err(e) => {
+                    warn!(error = %e, "malformed heartbeat replies from a peer; closing the connection");
+                    break;
                 }
-            }
+            },
+            Ok(Some(f)) if f.response => deliver(f),
             Ok(Some(_)) => {
                 warn!("peer sent a request on our connection; closing it");
                 break;
@@ -438,14 +581,7 @@ async fn read_replies(
     drop(frames);
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    node_id: u64,
-    handler: Arc<dyn InboundHandler>,
-    limits: TransportLimits,
-    heard: Heard,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>, mut stopped: tokio::sync::watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             _ = stopped.wait_for(|s| *s) => return,
@@ -453,11 +589,11 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer_addr)) => {
-                let (handler, limits, heard, mut stopped) = (handler.clone(), limits.clone(), heard.clone(), stopped.clone());
+                let (inbound, mut stopped) = (inbound.clone(), stopped.clone());
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = stopped.wait_for(|s| *s) => {}
-                        r = serve_peer(stream, node_id, handler, limits, heard) => if let Err(e) = r {
+                        r = serve_peer(stream, inbound) => if let Err(e) = r {
                             debug!(%peer_addr, error = %e, "peer connection closed");
                         }
                     }
@@ -474,8 +610,10 @@ async fn accept_loop(
 /// Serves one inbound connection: Hello, then requests handled concurrently, replies
 /// written as they complete. Every frame counts as hearing from the peer, and pings are
 /// answered at once, never behind requests in progress: they tell whether the peer's
-/// node is reachable, not how busy this one is.
-async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHandler>, limits: TransportLimits, heard: Heard) -> Result<(), String> {
+/// node is reachable, not how busy this one is. Each heartbeat of a batch is a request of
+/// its own, and its reply joins the next batch of replies.
+async fn serve_peer(stream: TcpStream, inbound: Arc<Inbound>) -> Result<(), String> {
+    let (node_id, limits) = (inbound.node_id, &inbound.limits);
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut reader, writer) = stream.into_split();
     let mut buf = BytesMut::new();
@@ -489,11 +627,12 @@ async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHan
         None => return Err("the first frame was not a hello".into()),
     };
     let (replies, rx) = mpsc::channel(limits.max_inflight_per_connection);
-    tokio::spawn(write_frames(writer, rx, limits.max_frame_bytes));
-    replies.send(hello(node_id, from, true)).await.map_err(|_| "connection closed".to_string())?;
+    tokio::spawn(write_frames(writer, rx, limits.clone(), inbound.counts.clone()));
+    let closed = |_| "connection closed".to_string();
+    replies.send(Outgoing::now(hello(node_id, from, true))).await.map_err(closed)?;
     // At most `max_inflight_per_connection` requests are handled at once, and at most
     // `QUEUED_PER_SLOT` times as many are read ahead of them; reading on past busy slots
-    // lets a ping through.
+    // lets a ping through. Each heartbeat of a batch counts as one request.
     let slots = Arc::new(Semaphore::new(limits.max_inflight_per_connection));
     let read_ahead = Arc::new(Semaphore::new(limits.max_inflight_per_connection.saturating_mul(QUEUED_PER_SLOT)));
     loop {
@@ -501,37 +640,62 @@ async fn serve_peer(stream: TcpStream, node_id: u64, handler: Arc<dyn InboundHan
         let Some(frame) = read_frame(&mut reader, &mut buf, limits.max_frame_bytes).await.map_err(|e| e.to_string())? else {
             return Ok(());
         };
-        note_heard(&heard, from);
+        note_heard(&inbound.heard, from);
         if frame.response || frame.kind == Kind::Hello {
             return Err(FrameError::UnknownKind(frame.kind as u8).to_string());
         }
-        if frame.kind == Kind::Ping {
-            let reply = Frame { kind: Kind::Ping, response: true, request_id: frame.request_id, group: frame.group, body: Bytes::from_static(&[REPLY_OK]) };
-            replies.send(reply).await.map_err(|_| "connection closed".to_string())?;
-            continue;
+        match frame.kind {
+            Kind::Ping => {
+                let reply = Frame { kind: Kind::Ping, response: true, request_id: frame.request_id, group: frame.group, body: Bytes::from_static(&[REPLY_OK]) };
+                replies.send(Outgoing::now(reply)).await.map_err(closed)?;
+            }
+            Kind::HeartbeatBatch => {
+                let mut queued = Some(queued);
+                for heartbeat in frame.heartbeats().map_err(|e| e.to_string())? {
+                    let permit = match queued.take() {
+                        Some(p) => p,
+                        None => read_ahead.clone().acquire_owned().await.map_err(|e| e.to_string())?,
+                    };
+                    handle_request(&inbound, from, heartbeat, true, &replies, &slots, permit);
+                }
+            }
+            _ => handle_request(&inbound, from, frame, false, &replies, &slots, queued),
         }
-        let (handler, replies, slots) = (handler.clone(), replies.clone(), slots.clone());
-        tokio::spawn(async move {
-            let Ok(_permit) = slots.acquire_owned().await else { return };
-            let body = match handler.handle(from, frame.kind, frame.group, frame.body).await {
-                Ok(b) => {
-                    let mut out = BytesMut::with_capacity(1 + b.len());
-                    out.put_u8(REPLY_OK);
-                    out.put_slice(&b);
-                    out
-                }
-                Err(reason) => {
-                    let mut out = BytesMut::with_capacity(1 + reason.len());
-                    out.put_u8(REPLY_ERROR);
-                    out.put_slice(reason.as_bytes());
-                    out
-                }
-            };
-            let reply = Frame { kind: frame.kind, response: true, request_id: frame.request_id, group: frame.group, body: body.freeze() };
-            let _ = replies.send(reply).await;
-            drop(queued);
-        });
     }
+}
+
+/// Handles one request in a task of its own once a slot is free, and queues its reply;
+/// `queued` is its read-ahead permit, given back when the reply is queued.
+fn handle_request(
+    inbound: &Arc<Inbound>,
+    from: u64,
+    frame: Frame,
+    heartbeat: bool,
+    replies: &mpsc::Sender<Outgoing>,
+    slots: &Arc<Semaphore>,
+    queued: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (inbound, replies, slots) = (inbound.clone(), replies.clone(), slots.clone());
+    tokio::spawn(async move {
+        let Ok(_permit) = slots.acquire_owned().await else { return };
+        let body = match inbound.handler.handle(from, frame.kind, frame.group, frame.body).await {
+            Ok(b) => {
+                let mut out = BytesMut::with_capacity(1 + b.len());
+                out.put_u8(REPLY_OK);
+                out.put_slice(&b);
+                out
+            }
+            Err(reason) => {
+                let mut out = BytesMut::with_capacity(1 + reason.len());
+                out.put_u8(REPLY_ERROR);
+                out.put_slice(reason.as_bytes());
+                out
+            }
+        };
+        let reply = Frame { kind: frame.kind, response: true, request_id: frame.request_id, group: frame.group, body: body.freeze() };
+        let _ = replies.send(Outgoing { frame: reply, heartbeat }).await;
+        drop(queued);
+    });
 }
 
 /// Requests read ahead of the ones in progress, per request slot (see `serve_peer`).
@@ -708,5 +872,107 @@ mod tests {
         assert!(reply.response);
         let end = tokio::time::timeout(T, read_frame(&mut s, &mut buf, 1 << 20)).await.expect("closed in time");
         assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    }
+
+    async fn node_with(id: u64, peers: &[(u64, SocketAddr)], limits: TransportLimits) -> Arc<PeerTransport> {
+        PeerTransport::start(id, "127.0.0.1:0".parse().expect("addr"), peers.iter().copied().collect(), Arc::new(Echo), limits).await.expect("start")
+    }
+
+    #[tokio::test]
+    async fn thousands_of_heartbeats_share_few_frames_and_each_gets_its_own_reply() {
+        let b = node(2, &[]).await;
+        let a = node(1, &[(2, b.local_addr())]).await;
+        let beats = (0..3_000).map(|i| {
+            let a = a.clone();
+            async move { (i, a.heartbeat(2, partition(i), Bytes::from(format!("hb-{i}")), T).await) }
+        });
+        for (i, reply) in futures::future::join_all(beats).await {
+            assert_eq!(reply.expect("reply"), Bytes::from(format!("1:AppendEntries:{:?}:hb-{i}", partition(i))));
+        }
+        let (sent, frames) = a.heartbeats_sent();
+        assert_eq!(sent, 3_000);
+        assert!(frames < 300, "3,000 heartbeats took {frames} frames");
+        let (answered, reply_frames) = b.heartbeats_sent();
+        assert_eq!(answered, 3_000);
+        assert!(reply_frames < 300, "3,000 heartbeat replies took {reply_frames} frames");
+        // Other requests still go one frame each, and do not count as heartbeats.
+        a.request(2, Kind::AppendEntries, partition(0), Bytes::from_static(b"entries"), T).await.expect("request");
+        assert_eq!(a.heartbeats_sent().0, 3_000);
+    }
+
+    #[tokio::test]
+    async fn a_slow_or_failing_group_delays_or_fails_only_its_own_heartbeat() {
+        let linger = Duration::from_millis(100);
+        let limits = TransportLimits { heartbeat_linger: linger, ..TransportLimits::default() };
+        let b = node_with(2, &[], limits.clone()).await;
+        let a = node_with(1, &[(2, b.local_addr())], limits).await;
+        // A lone heartbeat leaves at once; the ones after it wait for the linger and leave
+        // together.
+        let started = Instant::now();
+        a.heartbeat(2, partition(0), Bytes::from_static(b"warm-up"), T).await.expect("warm-up");
+        assert!(started.elapsed() < linger, "a lone heartbeat waited {:?}", started.elapsed());
+        let started = Instant::now();
+        let slow = a.heartbeat(2, partition(1), Bytes::from_static(b"slow"), T);
+        let fast = async {
+            let r = a.heartbeat(2, partition(2), Bytes::from_static(b"fast"), T).await;
+            (r, started.elapsed())
+        };
+        let failing = a.heartbeat(2, partition(3), Bytes::from_static(b"fail"), T);
+        let timing_out = a.heartbeat(2, partition(4), Bytes::from_static(b"slow"), Duration::from_millis(500));
+        let (slow, (fast, fast_after), failing, timing_out) = tokio::join!(slow, fast, failing, timing_out);
+        assert_eq!(fast.expect("fast"), Bytes::from(format!("1:AppendEntries:{:?}:fast", partition(2))));
+        assert!(fast_after < Duration::from_millis(700), "the fast heartbeat waited {fast_after:?} for the slow one");
+        assert_eq!(failing, Err(TransportError::Remote { peer: 2, reason: "asked to fail".into() }));
+        assert_eq!(timing_out, Err(TransportError::Timeout(2)));
+        assert!(slow.is_ok(), "{slow:?}");
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!(a.heartbeats_sent(), (5, 2), "the four after the warm-up left in one batch");
+    }
+
+    #[tokio::test]
+    async fn heartbeat_replies_may_come_back_in_any_order_and_in_any_batch() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let a = node(1, &[(2, addr)]).await;
+        let fake_peer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = BytesMut::new();
+            let first = read_frame(&mut s, &mut buf, 1 << 20).await.expect("read").expect("hello");
+            assert_eq!(parse_hello(&first.body), Some((1, 2)));
+            let mut out = BytesMut::new();
+            hello(2, 1, true).encode(&mut out, 1 << 20).expect("encode");
+            s.write_all(&out).await.expect("write");
+            // Read until all three heartbeats are in, each in a batch frame.
+            let mut beats = Vec::new();
+            while beats.len() < 3 {
+                let f = read_frame(&mut s, &mut buf, 1 << 20).await.expect("read").expect("frame");
+                assert_eq!((f.kind, f.response), (Kind::HeartbeatBatch, false));
+                beats.extend(f.heartbeats().expect("heartbeats"));
+            }
+            // Answer them in reverse, the last alone and the other two in one batch.
+            let replies: Vec<_> = beats
+                .iter()
+                .rev()
+                .map(|h| {
+                    let mut body = vec![REPLY_OK];
+                    body.extend_from_slice(&h.body);
+                    body.extend_from_slice(b" answered");
+                    Frame { response: true, body: Bytes::from(body), ..h.clone() }
+                })
+                .collect();
+            let mut out = BytesMut::new();
+            Frame::encode_heartbeats(&replies[..1], true, &mut out, 1 << 20).expect("encode");
+            Frame::encode_heartbeats(&replies[1..], true, &mut out, 1 << 20).expect("encode");
+            s.write_all(&out).await.expect("write");
+            s
+        });
+        let beats = (0..3).map(|i| {
+            let a = a.clone();
+            async move { (i, a.heartbeat(2, partition(i), Bytes::from(format!("hb-{i}")), T).await) }
+        });
+        for (i, reply) in futures::future::join_all(beats).await {
+            assert_eq!(reply.expect("reply"), Bytes::from(format!("hb-{i} answered")));
+        }
+        drop(fake_peer.await.expect("fake peer"));
     }
 }

@@ -65,23 +65,33 @@ fn rpc_error<E: std::error::Error>(e: TransportError) -> RPCError<u64, BasicNode
     }
 }
 
+impl GroupNetwork {
+    fn note_answer(&self, peer: u64) {
+        if let Ok(mut a) = self.answers.lock() {
+            a.insert(peer, Instant::now());
+        }
+    }
+}
+
 impl GroupPeer {
+    /// Sends one RPC; a `heartbeat` (AppendEntries without entries) goes in a batch with
+    /// other groups' heartbeats to the same peer.
     async fn call<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
         &self,
         kind: Kind,
         rpc: &Req,
         option: &RPCOption,
+        heartbeat: bool,
     ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>> {
-        let body = bincode::serialize(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let reply = self
-            .network
-            .transport
-            .request(self.target, kind, self.network.group, Bytes::from(body), option.hard_ttl())
-            .await
-            .map_err(rpc_error)?;
-        if let Ok(mut a) = self.network.answers.lock() {
-            a.insert(self.target, Instant::now());
-        }
+        let body = Bytes::from(bincode::serialize(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?);
+        let (transport, group, ttl) = (&self.network.transport, self.network.group, option.hard_ttl());
+        let reply = if heartbeat {
+            transport.heartbeat(self.target, group, body, ttl).await
+        } else {
+            transport.request(self.target, kind, group, body, ttl).await
+        };
+        let reply = reply.map_err(rpc_error)?;
+        self.network.note_answer(self.target);
         let result: Result<Resp, RaftError<u64, E>> = bincode::deserialize(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
     }
@@ -97,7 +107,8 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(Kind::AppendEntries, &rpc, &option).await
+        let heartbeat = rpc.entries.is_empty();
+        self.call(Kind::AppendEntries, &rpc, &option, heartbeat).await
     }
 
     async fn install_snapshot(
@@ -105,11 +116,11 @@ where
         rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        self.call(Kind::InstallSnapshot, &rpc, &option).await
+        self.call(Kind::InstallSnapshot, &rpc, &option, false).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(Kind::Vote, &rpc, &option).await
+        self.call(Kind::Vote, &rpc, &option, false).await
     }
 }
 
