@@ -2,6 +2,7 @@
 loopback port with a temporary data directory, and stop it (by its own pid) afterwards."""
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -30,10 +31,12 @@ def free_port() -> int:
 class Broker:
     """One runnel process. `bootstrap` is what clients are given."""
 
-    def __init__(self, data_dir: Path, args=()):
+    def __init__(self, data_dir: Path, args=(), nofile=None):
         self.data_dir = data_dir
         self.port = free_port()
         self.args = list(args)
+        # An open-file limit (soft and hard) for the process, as `ulimit -n` would set.
+        self.nofile = nofile
         self.proc = None
         self.log_path = data_dir.parent / f"runnel-{self.port}.log"
 
@@ -48,7 +51,11 @@ class Broker:
         if os.environ.get("RUNNEL_TEST_LOG_LEVEL"):
             cmd += ["--log-level", os.environ["RUNNEL_TEST_LOG_LEVEL"]]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        limit = None
+        if self.nofile is not None:
+            n = self.nofile
+            limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))  # noqa: E731
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,8 +104,8 @@ class Broker:
 def broker_factory(tmp_path):
     started = []
 
-    def make(*args, data_dir=None):
-        b = Broker(data_dir or tmp_path / f"data{len(started)}", args)
+    def make(*args, data_dir=None, nofile=None):
+        b = Broker(data_dir or tmp_path / f"data{len(started)}", args, nofile=nofile)
         started.append(b)
         return b.start()
 

@@ -6,6 +6,7 @@
 - auto-creation on (Metadata for an unknown topic creates it with --num-partitions) and
   off (the topic is not created; clients get UNKNOWN_TOPIC_OR_PART)."""
 
+import os
 import threading
 
 import pytest
@@ -268,3 +269,43 @@ def test_auto_create_off(broker_factory):
     # The full topic list has the created topic only.
     topics = admin.list_topics(timeout=TIMEOUT).topics
     assert "created-explicitly" in topics and "never-created" not in topics
+
+
+def log_fds(pid, topic):
+    """Descriptors the broker holds on files of `topic`'s partitions."""
+    held = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if f"/{topic}-" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                held += 1
+        except OSError:
+            pass
+    return held
+
+
+def test_more_partitions_than_the_open_file_limit_could_hold_open_keep_working_across_a_restart(broker_factory):
+    # With `ulimit -n 1024` the broker keeps at most (1024 - 256) / 2 = 384 log files open;
+    # 300 partitions have 1,500 (four per segment, one raft-applied each).
+    limit, budget, partitions = 1024, 384, 300
+    broker = broker_factory(nofile=limit)
+    admin = admin_client(broker.bootstrap)
+    topic = "ofl"
+    create_topic(admin, topic, partitions=partitions)
+    first = make_records(3 * partitions, "ofl-1", partitions=partitions)
+    delivered = produce_all(broker.bootstrap, topic, first, "none")
+    counts = {p: 3 for p in range(partitions)}
+    check_consumed(first, delivered, consume_partitions(broker.bootstrap, topic, counts, timeout=90))
+    held = log_fds(broker.proc.pid, topic)
+    assert held <= budget, f"{held} descriptors on the topic's files, over the budget of {budget}"
+
+    assert broker.stop() == 0
+    broker.start()
+    admin = admin_client(broker.bootstrap)
+    assert topic_state(admin, [topic])[topic]["partitions"] == list(range(partitions))
+    second = make_records(2 * partitions, "ofl-2", partitions=partitions)
+    delivered_again = produce_all(broker.bootstrap, topic, second, "none")
+    # Everything from before the restart, then everything after it, intact and in place.
+    got = consume_partitions(broker.bootstrap, topic, {p: 5 for p in range(partitions)}, timeout=90)
+    check_consumed(first, delivered, [g for g in got if g.offset < 3])
+    check_consumed(second, delivered_again, [g for g in got if g.offset >= 3], start_offsets={p: 3 for p in range(partitions)})
+    assert log_fds(broker.proc.pid, topic) <= budget

@@ -40,9 +40,6 @@ struct Target {
     machine: broker_proc::Machine,
 }
 
-/// Open files a broker keeps back for itself before splitting its limit between
-/// partitions and connections.
-const BROKER_RESERVED_FILES: u64 = 256;
 
 /// How long a spawned cluster may take until every node is registered.
 const CLUSTER_FORM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -686,9 +683,9 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
 
     let meter_create = Meter::start(&target)?;
     let t0 = Instant::now();
-    // The first CreateTopics batch goes alone: it measures open files per partition, so
-    // that a count the broker's open-file limit cannot hold is refused before the broker
-    // runs out of descriptors.
+    // The first CreateTopics batch goes alone: it measures open files per partition while
+    // few enough are open that the broker keeps them all (it closes log files beyond its
+    // budget, half its open-file limit, while they are not in use).
     let first = a.create_batch.max(1).min(names.len());
     admin::create_topics(&mut conn, &names[..first], per_topic as i32, first).await?;
     admin::wait_for_all_leaders(&mut conn, before + first * per_topic, timeout, stall).await?;
@@ -697,36 +694,6 @@ pub async fn partitions(a: PartitionArgs) -> Result<()> {
         (Some(b), Some(n)) => Some(n.saturating_sub(b) as f64 / (first * per_topic) as f64),
         _ => None,
     };
-    if let (Some(limit), Some(per), Some(now)) = (fd_limit, fds_per_partition, fds_now) {
-        let projected = now as f64 + ((topics - first) * per_topic) as f64 * per;
-        // A broker keeps half of its descriptors, after a reserve of 256, for connections:
-        // partitions get the other half (its default max_partitions, operations.md).
-        let for_partitions = limit.saturating_sub(BROKER_RESERVED_FILES) as f64 / 2.0;
-        if (topics * per_topic) as f64 * per > for_partitions && per > 0.0 {
-            let fit = ((for_partitions / per) as usize / 100) * 100;
-            let reason = format!(
-                "{} partitions need about {projected:.0} open files in one broker process ({per:.1} per partition); its limit is {limit}, half of which (after a reserve) is for partitions",
-                topics * per_topic
-            );
-            println!("partitions  partitions={} NOT RUN: {reason}; about {fit} would fit", topics * per_topic);
-            let (broker, client, _) = meter_create.finish()?;
-            let figures = PartitionScaleFigures {
-                partitions: topics * per_topic,
-                not_run_reason: Some(reason),
-                max_feasible_partitions: Some(fit),
-                fds_per_partition,
-                max_open_files: fd_limit,
-                ..PartitionScaleFigures::default()
-            };
-            let inputs = Inputs { bootstrap: target.bootstrap.clone(),
-        nodes: target.nodes(), topic: prefix, partitions: (topics * per_topic) as i32, ..Inputs::default() };
-            let mut rec = record("partitions", &target, inputs, broker, client);
-            rec.partition_scale = Some(figures);
-            write_json(&a.json, &rec)?;
-            target.stop();
-            return Ok(());
-        }
-    }
     admin::create_topics(&mut conn, &names[first..], per_topic as i32, a.create_batch).await?;
     let create_s = t0.elapsed().as_secs_f64();
     eprintln!("runnel-bench: CreateTopics for {} partitions answered in {create_s:.1} s; waiting for leaders", topics * per_topic);

@@ -123,7 +123,7 @@ pub struct ServeArgs {
     /// Requests one connection may have in progress before the broker stops reading it [default: 100]
     #[arg(long, env = "RUNNEL_MAX_INFLIGHT_REQUESTS", value_name = "N")]
     pub max_inflight_requests: Option<String>,
-    /// Most partitions this node hosts; CreateTopics or auto-creation beyond it is refused with POLICY_VIOLATION. 0: derived from the open-file limit at start-up [default: 0]
+    /// Most partitions this node hosts; CreateTopics or auto-creation beyond it is refused with POLICY_VIOLATION. 0: 50,000 [default: 0]
     #[arg(long, env = "RUNNEL_MAX_PARTITIONS", value_name = "N")]
     pub max_partitions: Option<String>,
     /// Broker default of the topic setting max.message.bytes (message.max.bytes) [default: 1048588]
@@ -241,7 +241,7 @@ pub struct NodeConfig {
     pub connections_max_idle: Duration,
     pub request_read_timeout: Duration,
     pub max_inflight_requests: usize,
-    /// Most partitions hosted here; 0 derives it from the open-file limit (`Node`).
+    /// Most partitions hosted here; 0 means `node::DEFAULT_PARTITION_CAPACITY`.
     pub max_partitions: usize,
     pub message_max_bytes: u32,
     pub log_segment_bytes: u64,

@@ -75,18 +75,21 @@ pub struct Node {
     serving_clients: tokio::sync::watch::Sender<bool>,
 }
 
-/// Files each hosted partition keeps open: the active segment's `.log`, `.entries`,
-/// `.meta` and `.timeindex`, and the partition's `raft-applied`.
-pub const FILES_PER_PARTITION: usize = 5;
 /// Descriptors kept back for RocksDB, logs and the listener.
 const RESERVED_FILES: usize = 256;
 
-/// Partitions a node can host with an open-file limit of `limit`: half of what is left
-/// after the reserve, so that connections (one descriptor each) keep the other half.
-pub fn partitions_for_file_limit(limit: u64) -> usize {
+/// Log files (segments' four files, partitions' `raft-applied`) a node keeps open with an
+/// open-file limit of `limit`: half of what is left after the reserve, so that
+/// connections (one descriptor each) keep the other half. Files beyond it are closed
+/// while not in use (`log::open_files`), so descriptors no longer bound the partitions.
+pub fn log_files_for_file_limit(limit: u64) -> usize {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    limit.saturating_sub(RESERVED_FILES) / 2 / FILES_PER_PARTITION
+    (limit.saturating_sub(RESERVED_FILES) / 2).max(16)
 }
+
+/// Partitions a node hosts when `max_partitions` is 0. An idle partition costs memory
+/// (its raft group, caches) and no descriptor, so this bounds memory.
+pub const DEFAULT_PARTITION_CAPACITY: usize = 50_000;
 
 /// What one node asks the transaction coordinator on another (`Kind::Forward` on the
 /// coordinator group).
@@ -274,14 +277,14 @@ impl Node {
             cleanup_interval_ms: config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
         };
         let stored_txns = crate::coordinator::state::read_transactions(&store)?;
+        let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+        let open_log_files = log_files_for_file_limit(soft);
+        crate::log::open_files::Budget::global().set_limit(open_log_files);
         let partition_capacity = match config.max_partitions {
-            0 => {
-                let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
-                partitions_for_file_limit(soft)
-            }
+            0 => DEFAULT_PARTITION_CAPACITY,
             n => n,
         };
-        info!(partition_capacity, "partitions this node may host");
+        info!(partition_capacity, open_log_files, "partitions this node may host, and log files it keeps open");
         let node = Arc::new_cyclic(|weak: &Weak<Node>| Node {
             transactions: TransactionCoordinator::new(
                 coordinator.clone(),
@@ -993,11 +996,11 @@ fn remove_orphan_partition_dirs(data_dir: &Path, state: &ClusterState) {
 mod tests {
 
     #[test]
-    fn partition_capacity_leaves_half_the_files_to_connections() {
-        assert_eq!(super::partitions_for_file_limit(20_000), (20_000 - 256) / 2 / 5);
-        assert_eq!(super::partitions_for_file_limit(1_024), 76);
-        assert_eq!(super::partitions_for_file_limit(100), 0);
-        assert_eq!(super::partitions_for_file_limit(u64::MAX), (usize::MAX - 256) / 2 / 5);
+    fn log_files_leave_half_the_descriptors_to_connections() {
+        assert_eq!(super::log_files_for_file_limit(20_000), (20_000 - 256) / 2);
+        assert_eq!(super::log_files_for_file_limit(1_024), 384);
+        assert_eq!(super::log_files_for_file_limit(100), 16);
+        assert_eq!(super::log_files_for_file_limit(u64::MAX), (usize::MAX - 256) / 2);
     }
 
     use super::*;

@@ -30,7 +30,7 @@ fn check_partition_capacity(node: &Node, cmd: &ControllerCommand) -> Result<(), 
     let adding = cmd.partitions_added();
     if hosted.saturating_add(adding) > node.partition_capacity {
         return Err(BrokerError::PolicyViolation(format!(
-            "{adding} more partitions would exceed this node's limit of {} ({hosted} hosted); raise max_partitions or the open-file limit",
+            "{adding} more partitions would exceed this node's limit of {} ({hosted} hosted); raise max_partitions",
             node.partition_capacity
         )));
     }

@@ -10,6 +10,7 @@ pub mod compression;
 mod control;
 mod entry_index;
 mod error;
+pub(crate) mod open_files;
 mod partition_log;
 mod producer_state;
 mod records;

@@ -588,7 +588,7 @@ impl PartitionLog {
         };
         Ok(ReadSlice {
             source: Some((
-                Arc::clone(segment.log_file()),
+                segment.log_file()?,
                 segment.log_path().to_path_buf(),
             )),
             position: range.position,

@@ -3,7 +3,7 @@
 //! open-time consistency checks, crash recovery and lookups inside it. Deciding which
 //! segment to use (rolling, purging, routing a lookup) lives in `partition_log.rs`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use super::entry_index::{
     NO_TIMESTAMP, SEGMENT_HEADER_SIZE,
 };
 use super::error::LogError;
+use super::open_files::LogFile;
 use super::time_index::{self, TimeIndexTracker, TIME_INDEX_ENTRY_SIZE};
 
 pub(crate) const LOG_EXT: &str = "log";
@@ -67,20 +68,30 @@ impl Paths {
     }
 }
 
+/// The segment's files, open while in use (`open_files`); each knows whether it was
+/// written since its last fdatasync.
 struct Files {
-    log: Arc<File>,
-    entries: Arc<File>,
-    meta: Arc<File>,
-    timeindex: Arc<File>,
+    log: LogFile,
+    entries: LogFile,
+    meta: LogFile,
+    timeindex: LogFile,
 }
 
-/// Files written since their last fdatasync.
-#[derive(Default)]
-struct Dirty {
-    log: bool,
-    meta: bool,
-    entries: bool,
-    timeindex: bool,
+impl Files {
+    fn open(paths: &Paths, truncate: bool) -> Result<Files, LogError> {
+        Ok(Files {
+            log: LogFile::open(paths.log.clone(), truncate)?,
+            entries: LogFile::open(paths.entries.clone(), truncate)?,
+            meta: LogFile::open(paths.meta.clone(), truncate)?,
+            timeindex: LogFile::open(paths.timeindex.clone(), truncate)?,
+        })
+    }
+
+    /// In the order they must be synced: data files before `.entries`, which points
+    /// into them.
+    fn in_sync_order(&self) -> [&LogFile; 4] {
+        [&self.log, &self.meta, &self.entries, &self.timeindex]
+    }
 }
 
 /// Constant-size description of a segment as found on disk.
@@ -112,7 +123,7 @@ pub(crate) struct LogRange {
 }
 
 /// One open segment. Memory use is constant per segment: the header, sizes, the
-/// first and last entry, the time-index tracker and four file handles.
+/// first and last entry, the time-index tracker and four files (open while in use).
 pub(crate) struct Segment {
     pub(crate) header: SegmentHeader,
     pub(crate) entry_count: u64,
@@ -125,17 +136,6 @@ pub(crate) struct Segment {
     pub(crate) time_index: TimeIndexTracker,
     paths: Paths,
     files: Files,
-    dirty: Dirty,
-}
-
-fn open_rw(path: &Path, truncate: bool) -> Result<File, LogError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .open(path)
-        .map_err(|e| LogError::io(path, e))
 }
 
 fn exists(path: &Path) -> Result<bool, LogError> {
@@ -146,12 +146,7 @@ fn exists(path: &Path) -> Result<bool, LogError> {
 fn open_existing(dir: &Path, base_offset: i64) -> Result<(Paths, Files, bool), LogError> {
     let paths = Paths::new(dir, base_offset);
     let timeindex_existed = exists(&paths.timeindex)?;
-    let files = Files {
-        log: Arc::new(open_rw(&paths.log, false)?),
-        entries: Arc::new(open_rw(&paths.entries, false)?),
-        meta: Arc::new(open_rw(&paths.meta, false)?),
-        timeindex: Arc::new(open_rw(&paths.timeindex, false)?),
-    };
+    let files = Files::open(&paths, false)?;
     Ok((paths, files, timeindex_existed))
 }
 
@@ -162,10 +157,10 @@ fn summarize(
     files: &Files,
     base_offset: i64,
 ) -> Result<Result<Summary, String>, LogError> {
-    let entries_len = codec::file_len(&files.entries, &paths.entries)?;
-    let log_len = codec::file_len(&files.log, &paths.log)?;
-    let meta_len = codec::file_len(&files.meta, &paths.meta)?;
-    let header = match entry_index::read_raw_header(&files.entries, &paths.entries, entries_len)? {
+    let entries_len = codec::file_len(&*files.entries.get()?, &paths.entries)?;
+    let log_len = codec::file_len(&*files.log.get()?, &paths.log)?;
+    let meta_len = codec::file_len(&*files.meta.get()?, &paths.meta)?;
+    let header = match entry_index::read_raw_header(&*files.entries.get()?, &paths.entries, entries_len)? {
         None => return Ok(Err("segment header is missing or torn".to_string())),
         Some(raw) => match SegmentHeader::decode(&raw) {
             Ok(header) => header,
@@ -200,7 +195,7 @@ fn summarize(
         return Ok(Err("entries follow an unpinned header".to_string()));
     }
     let decode = |slot: u64| -> Result<Result<EntryMeta, String>, LogError> {
-        let raw = entry_index::read_raw_record(&files.entries, &paths.entries, slot)?;
+        let raw = entry_index::read_raw_record(&*files.entries.get()?, &paths.entries, slot)?;
         Ok(EntryMeta::decode(&raw).map_err(|reason| format!("slot {slot}: {reason}")))
     };
     let first = match decode(0)? {
@@ -381,17 +376,23 @@ fn verify_meta_frame(
 }
 
 impl Segment {
-    /// Create a new, empty segment (truncating any stale files of the same name).
-    /// Its files are dirty until the next `sync`; the caller syncs the directory.
+    /// Create a new, empty segment (truncating any stale files of the same name), its
+    /// files synced; the caller syncs the directory.
     pub(crate) fn create(dir: &Path, header: SegmentHeader) -> Result<Self, LogError> {
         let paths = Paths::new(dir, header.base_offset);
-        let files = Files {
-            log: Arc::new(open_rw(&paths.log, true)?),
-            entries: Arc::new(open_rw(&paths.entries, true)?),
-            meta: Arc::new(open_rw(&paths.meta, true)?),
-            timeindex: Arc::new(open_rw(&paths.timeindex, true)?),
-        };
-        codec::write_all_at(&files.entries, &paths.entries, &header.encode(), 0)?;
+        let stale = [exists(&paths.log)?, exists(&paths.meta)?, exists(&paths.entries)?, exists(&paths.timeindex)?];
+        let files = Files::open(&paths, true)?;
+        codec::write_all_at(&*files.entries.for_write()?, &paths.entries, &header.encode(), 0)?;
+        // Synced now rather than at the next flush, so that a burst of new segments (topics
+        // of thousands of partitions) leaves no dirty file that the open-file budget could
+        // not close. A new file is empty and needs no sync of its own; a stale one emptied
+        // by the truncation does.
+        for (f, stale) in files.in_sync_order().into_iter().zip(stale) {
+            if stale || f.is_dirty() {
+                codec::sync_data(&*f.for_write()?, f.path())?;
+                f.synced();
+            }
+        }
         Ok(Segment {
             header,
             entry_count: 0,
@@ -403,12 +404,6 @@ impl Segment {
             time_index: TimeIndexTracker::default(),
             paths,
             files,
-            dirty: Dirty {
-                log: true,
-                meta: true,
-                entries: true,
-                timeindex: true,
-            },
         })
     }
 
@@ -424,7 +419,6 @@ impl Segment {
             time_index: TimeIndexTracker::default(),
             paths,
             files,
-            dirty: Dirty::default(),
         }
     }
 
@@ -491,11 +485,11 @@ impl Segment {
         prev: Option<&EntryMeta>,
         interval: u32,
     ) -> Result<OpenedLast, LogError> {
-        let entries_len = codec::file_len(&files.entries, &paths.entries)?;
-        let log_len = codec::file_len(&files.log, &paths.log)?;
-        let meta_len = codec::file_len(&files.meta, &paths.meta)?;
+        let entries_len = codec::file_len(&*files.entries.get()?, &paths.entries)?;
+        let log_len = codec::file_len(&*files.log.get()?, &paths.log)?;
+        let meta_len = codec::file_len(&*files.meta.get()?, &paths.meta)?;
         let header =
-            match entry_index::read_raw_header(&files.entries, &paths.entries, entries_len)?
+            match entry_index::read_raw_header(&*files.entries.get()?, &paths.entries, entries_len)?
                 .map(|raw| SegmentHeader::decode(&raw))
             {
                 Some(Ok(header)) => header,
@@ -530,7 +524,8 @@ impl Segment {
             stop_reason = Some("entries follow an unpinned header (never flushed)".to_string());
         } else {
             let mut scratch = vec![0u8; STREAM_CHUNK];
-            let mut scanner = RecordScanner::new(&files.entries, &paths.entries, 0, total_slots);
+            let entries = files.entries.get()?;
+            let mut scanner = RecordScanner::new(&entries, &paths.entries, 0, total_slots);
             while let Some((slot, raw)) = scanner.next_raw()? {
                 match check_recovered_record(
                     &raw,
@@ -564,12 +559,14 @@ impl Segment {
             );
             // .entries first: once it no longer references the tail, the rest is garbage.
             for (file, path, len) in [
-                (&*files.entries, &paths.entries, keep_entries),
-                (&*files.log, &paths.log, walk.log_pos),
-                (&*files.meta, &paths.meta, walk.meta_pos),
+                (&files.entries, &paths.entries, keep_entries),
+                (&files.log, &paths.log, walk.log_pos),
+                (&files.meta, &paths.meta, walk.meta_pos),
             ] {
-                codec::set_len(file, path, len)?;
-                codec::sync_data(file, path)?;
+                let f = file.for_write()?;
+                codec::set_len(&f, path, len)?;
+                codec::sync_data(&f, path)?;
+                file.synced();
             }
         }
         let summary = Summary {
@@ -629,7 +626,7 @@ impl Segment {
         &self,
         interval: u32,
     ) -> Result<Result<TimeIndexTracker, String>, LogError> {
-        let len = codec::file_len(&self.files.timeindex, &self.paths.timeindex)?;
+        let len = codec::file_len(&*self.files.timeindex.get()?, &self.paths.timeindex)?;
         if len % TIME_INDEX_ENTRY_SIZE != 0 {
             return Ok(Err(format!(
                 "size {len} is not a multiple of {TIME_INDEX_ENTRY_SIZE}"
@@ -648,7 +645,7 @@ impl Segment {
                 max_timestamp: self.scan_max_timestamp(0)?,
             }));
         };
-        let last = time_index::read_entry(&self.files.timeindex, &self.paths.timeindex, last_slot)?;
+        let last = time_index::read_entry(&*self.files.timeindex.get()?, &self.paths.timeindex, last_slot)?;
         if last.offset < self.header.base_offset || last.offset >= self.next_offset {
             return Ok(Err(format!(
                 "last entry points at offset {} outside the segment",
@@ -688,12 +685,8 @@ impl Segment {
     /// Max timestamp of data entries in slots `from..`.
     fn scan_max_timestamp(&self, from_slot: u64) -> Result<Option<i64>, LogError> {
         let mut max = None;
-        let mut scanner = RecordScanner::new(
-            &self.files.entries,
-            &self.paths.entries,
-            from_slot,
-            self.entry_count,
-        );
+        let entries = self.files.entries.get()?;
+        let mut scanner = RecordScanner::new(&entries, &self.paths.entries, from_slot, self.entry_count);
         while let Some((_, rec)) = scanner.next_record()? {
             if rec.kind == EntryKind::Data {
                 max = Some(max.map_or(rec.max_timestamp, |m: i64| m.max(rec.max_timestamp)));
@@ -704,17 +697,14 @@ impl Segment {
 
     /// Rewrite `.timeindex` from `.entries` (same interval rule as appends) and sync it.
     pub(crate) fn rebuild_time_index(&mut self, interval: u32) -> Result<(), LogError> {
-        let (file, path) = (&self.files.timeindex, &self.paths.timeindex);
+        let timeindex = self.files.timeindex.for_write()?;
+        let (file, path) = (&*timeindex, &self.paths.timeindex);
         codec::set_len(file, path, 0)?;
         let mut tracker = TimeIndexTracker::default();
         let mut pending = Vec::new();
         let mut written = 0u64;
-        let mut scanner = RecordScanner::new(
-            &self.files.entries,
-            &self.paths.entries,
-            0,
-            self.entry_count,
-        );
+        let entries = self.files.entries.get()?;
+        let mut scanner = RecordScanner::new(&entries, &self.paths.entries, 0, self.entry_count);
         while let Some((_, rec)) = scanner.next_record()? {
             if rec.kind != EntryKind::Data {
                 continue;
@@ -733,6 +723,7 @@ impl Segment {
         }
         codec::write_all_at(file, path, &pending, written)?;
         codec::sync_data(file, path)?;
+        self.files.timeindex.synced();
         self.time_index = tracker;
         Ok(())
     }
@@ -757,8 +748,9 @@ impl Segment {
         self.log_size > 0
     }
 
-    pub(crate) fn log_file(&self) -> &Arc<File> {
-        &self.files.log
+    /// The `.log` file, opened again if it was closed.
+    pub(crate) fn log_file(&self) -> Result<Arc<File>, LogError> {
+        self.files.log.get()
     }
 
     pub(crate) fn log_path(&self) -> &Path {
@@ -772,14 +764,8 @@ impl Segment {
             pinned: true,
             ..self.header
         };
-        codec::write_all_at(
-            &self.files.entries,
-            &self.paths.entries,
-            &header.encode(),
-            0,
-        )?;
+        codec::write_all_at(&*self.files.entries.for_write()?, &self.paths.entries, &header.encode(), 0)?;
         self.header = header;
-        self.dirty.entries = true;
         Ok(())
     }
 
@@ -833,15 +819,9 @@ impl Segment {
             log_position: self.log_size,
             meta_position: self.meta_size,
         };
-        let log = &*self.files.log;
-        codec::write_all_at(log, &self.paths.log, &prefix, entry.log_position)?;
-        codec::write_all_at(
-            log,
-            &self.paths.log,
-            body,
-            entry.log_position + BROKER_PREFIX_LEN as u64,
-        )?;
-        self.dirty.log = true;
+        let log = self.files.log.for_write()?;
+        codec::write_all_at(&log, &self.paths.log, &prefix, entry.log_position)?;
+        codec::write_all_at(&log, &self.paths.log, body, entry.log_position + BROKER_PREFIX_LEN as u64)?;
         self.commit_entry(entry, interval)
     }
 
@@ -878,19 +858,9 @@ impl Segment {
         let mut w = FieldWriter::new(&mut frame);
         w.u32(length);
         w.u32(crc32c::crc32c(payload));
-        codec::write_all_at(
-            &self.files.meta,
-            &self.paths.meta,
-            &frame,
-            entry.meta_position,
-        )?;
-        codec::write_all_at(
-            &self.files.meta,
-            &self.paths.meta,
-            payload,
-            entry.meta_position + META_FRAME_HEADER,
-        )?;
-        self.dirty.meta = true;
+        let meta = self.files.meta.for_write()?;
+        codec::write_all_at(&meta, &self.paths.meta, &frame, entry.meta_position)?;
+        codec::write_all_at(&meta, &self.paths.meta, payload, entry.meta_position + META_FRAME_HEADER)?;
         self.commit_entry(entry, interval)
     }
 
@@ -899,13 +869,7 @@ impl Segment {
     /// simply be retried: it overwrites the same positions.
     fn commit_entry(&mut self, entry: EntryMeta, interval: u32) -> Result<EntryMeta, LogError> {
         let slot_pos = entry_index::slot_position(self.entry_count);
-        codec::write_all_at(
-            &self.files.entries,
-            &self.paths.entries,
-            &entry.encode(),
-            slot_pos,
-        )?;
-        self.dirty.entries = true;
+        codec::write_all_at(&*self.files.entries.for_write()?, &self.paths.entries, &entry.encode(), slot_pos)?;
         let mut tracker = self.time_index;
         if entry.kind == EntryKind::Data {
             let (next, index_entry) = tracker.after_batch(
@@ -916,13 +880,7 @@ impl Segment {
             );
             if let Some(index_entry) = index_entry {
                 let pos = time_index::entry_position(tracker.entries);
-                codec::write_all_at(
-                    &self.files.timeindex,
-                    &self.paths.timeindex,
-                    &index_entry.encode(),
-                    pos,
-                )?;
-                self.dirty.timeindex = true;
+                codec::write_all_at(&*self.files.timeindex.for_write()?, &self.paths.timeindex, &index_entry.encode(), pos)?;
             }
             tracker = next;
         }
@@ -947,20 +905,20 @@ impl Segment {
             None => None,
         };
         let keep_index = time_index::entries_before_offset(
-            &self.files.timeindex,
+            &*self.files.timeindex.get()?,
             &self.paths.timeindex,
             self.time_index.entries,
             cut.base_offset,
         )?;
         codec::set_len(
-            &self.files.entries,
+            &*self.files.entries.for_write()?,
             &self.paths.entries,
             entry_index::slot_position(slot),
         )?;
-        codec::set_len(&self.files.log, &self.paths.log, cut.log_position)?;
-        codec::set_len(&self.files.meta, &self.paths.meta, cut.meta_position)?;
+        codec::set_len(&*self.files.log.for_write()?, &self.paths.log, cut.log_position)?;
+        codec::set_len(&*self.files.meta.for_write()?, &self.paths.meta, cut.meta_position)?;
         codec::set_len(
-            &self.files.timeindex,
+            &*self.files.timeindex.for_write()?,
             &self.paths.timeindex,
             time_index::entry_position(keep_index),
         )?;
@@ -985,15 +943,15 @@ impl Segment {
     /// Cut files back to their logical sizes (a failed append may have left bytes past
     /// them) and sync everything: done before a segment stops being the newest.
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
-        codec::set_len(&self.files.log, &self.paths.log, self.log_size)?;
-        codec::set_len(&self.files.meta, &self.paths.meta, self.meta_size)?;
+        codec::set_len(&*self.files.log.for_write()?, &self.paths.log, self.log_size)?;
+        codec::set_len(&*self.files.meta.for_write()?, &self.paths.meta, self.meta_size)?;
         codec::set_len(
-            &self.files.entries,
+            &*self.files.entries.for_write()?,
             &self.paths.entries,
             entry_index::slot_position(self.entry_count),
         )?;
         codec::set_len(
-            &self.files.timeindex,
+            &*self.files.timeindex.for_write()?,
             &self.paths.timeindex,
             time_index::entry_position(self.time_index.entries),
         )?;
@@ -1002,52 +960,37 @@ impl Segment {
 
     /// fdatasync the files written since the last sync: data files before `.entries`.
     pub(crate) fn sync(&mut self) -> Result<(), LogError> {
-        if self.dirty.log {
-            codec::sync_data(&self.files.log, &self.paths.log)?;
-            self.dirty.log = false;
-        }
-        if self.dirty.meta {
-            codec::sync_data(&self.files.meta, &self.paths.meta)?;
-            self.dirty.meta = false;
-        }
-        if self.dirty.entries {
-            codec::sync_data(&self.files.entries, &self.paths.entries)?;
-            self.dirty.entries = false;
-        }
-        if self.dirty.timeindex {
-            codec::sync_data(&self.files.timeindex, &self.paths.timeindex)?;
-            self.dirty.timeindex = false;
+        for f in self.files.in_sync_order() {
+            if f.is_dirty() {
+                codec::sync_data(&*f.for_write()?, f.path())?;
+                f.synced();
+            }
         }
         Ok(())
     }
 
     /// Hands out the files written since the last sync, in the order they must be synced
     /// (`.log`, `.meta`, `.entries`, `.timeindex`), and marks them clean: the caller syncs
-    /// them without holding the log, so appends can go on meanwhile (group commit).
+    /// them without holding the log, so appends can go on meanwhile (group commit). The
+    /// descriptors handed out are the ones the writes went through.
     pub(crate) fn take_unsynced(&mut self, out: &mut Vec<(Arc<File>, PathBuf)>) {
-        let d = std::mem::take(&mut self.dirty);
-        if d.log {
-            out.push((self.files.log.clone(), self.paths.log.clone()));
-        }
-        if d.meta {
-            out.push((self.files.meta.clone(), self.paths.meta.clone()));
-        }
-        if d.entries {
-            out.push((self.files.entries.clone(), self.paths.entries.clone()));
-        }
-        if d.timeindex {
-            out.push((self.files.timeindex.clone(), self.paths.timeindex.clone()));
+        for f in self.files.in_sync_order() {
+            if f.is_dirty() {
+                // A dirty file is always open: the budget never closes one.
+                if let Some(file) = f.if_open() {
+                    out.push((file, f.path().to_path_buf()));
+                }
+                f.synced();
+            }
         }
     }
 
     fn sync_all(&mut self) -> Result<(), LogError> {
-        self.dirty = Dirty {
-            log: true,
-            meta: true,
-            entries: true,
-            timeindex: true,
-        };
-        self.sync()
+        for f in self.files.in_sync_order() {
+            codec::sync_data(&*f.for_write()?, f.path())?;
+            f.synced();
+        }
+        Ok(())
     }
 
     /// Remove the segment's files (`.entries` first). Open handles stay valid.
@@ -1069,7 +1012,7 @@ impl Segment {
                 return Ok(last);
             }
         }
-        entry_index::read_record(&self.files.entries, &self.paths.entries, slot)
+        entry_index::read_record(&*self.files.entries.get()?, &self.paths.entries, slot)
     }
 
     /// The entry with raft index `index`, if this segment holds it.
@@ -1091,7 +1034,7 @@ impl Segment {
     pub(crate) fn slot_for_offset(&self, offset: i64) -> Result<Option<u64>, LogError> {
         let count = self.entry_count;
         let slot =
-            entry_index::search_slots(&self.files.entries, &self.paths.entries, 0, count, |r| {
+            entry_index::search_slots(&*self.files.entries.get()?, &self.paths.entries, 0, count, |r| {
                 r.end_offset() <= offset
             })?;
         Ok((slot < count).then_some(slot))
@@ -1104,7 +1047,7 @@ impl Segment {
         match entry.kind {
             EntryKind::Data => {
                 codec::read_exact_at(
-                    &self.files.log,
+                    &*self.files.log.get()?,
                     &self.paths.log,
                     &mut buf,
                     entry.log_position,
@@ -1113,13 +1056,13 @@ impl Segment {
             EntryKind::Meta => {
                 let mut frame = [0u8; META_FRAME_HEADER as usize];
                 codec::read_exact_at(
-                    &self.files.meta,
+                    &*self.files.meta.get()?,
                     &self.paths.meta,
                     &mut frame,
                     entry.meta_position,
                 )?;
                 codec::read_exact_at(
-                    &self.files.meta,
+                    &*self.files.meta.get()?,
                     &self.paths.meta,
                     &mut buf,
                     entry.meta_position + META_FRAME_HEADER,
@@ -1158,7 +1101,7 @@ impl Segment {
         let start = first.log_position;
         let budget_end = start.saturating_add(u64::from(max_bytes));
         let stop = entry_index::search_slots(
-            &self.files.entries,
+            &*self.files.entries.get()?,
             &self.paths.entries,
             first_slot,
             self.entry_count,
@@ -1180,7 +1123,7 @@ impl Segment {
     /// the last time-index entry below `ts` (all batches up to it are below `ts`).
     pub(crate) fn first_data_at_or_after(&self, ts: i64) -> Result<Option<EntryMeta>, LogError> {
         let below = time_index::last_entry_below(
-            &self.files.timeindex,
+            &*self.files.timeindex.get()?,
             &self.paths.timeindex,
             self.time_index.entries,
             ts,
@@ -1189,12 +1132,8 @@ impl Segment {
             Some(entry) => self.slot_for_offset(entry.offset)?.map_or(0, |s| s + 1),
             None => 0,
         };
-        let mut scanner = RecordScanner::new(
-            &self.files.entries,
-            &self.paths.entries,
-            start_slot,
-            self.entry_count,
-        );
+        let entries = self.files.entries.get()?;
+        let mut scanner = RecordScanner::new(&entries, &self.paths.entries, start_slot, self.entry_count);
         while let Some((_, rec)) = scanner.next_record()? {
             if rec.kind == EntryKind::Data && rec.max_timestamp >= ts {
                 return Ok(Some(rec));
@@ -1206,7 +1145,7 @@ impl Segment {
     /// First slot whose entry has a term above `term` (`entry_count` if none).
     pub(crate) fn first_slot_with_term_above(&self, term: u64) -> Result<u64, LogError> {
         entry_index::search_slots(
-            &self.files.entries,
+            &*self.files.entries.get()?,
             &self.paths.entries,
             0,
             self.entry_count,
@@ -1292,8 +1231,8 @@ fn check_recovered_record(
         return Ok(Err(reason));
     }
     let verdict = match rec.kind {
-        EntryKind::Data => verify_stored_batch(&files.log, &paths.log, &rec, scratch)?,
-        EntryKind::Meta => verify_meta_frame(&files.meta, &paths.meta, &rec, scratch)?,
+        EntryKind::Data => verify_stored_batch(&*files.log.get()?, &paths.log, &rec, scratch)?,
+        EntryKind::Meta => verify_meta_frame(&*files.meta.get()?, &paths.meta, &rec, scratch)?,
     };
     Ok(verdict.map(|()| rec))
 }

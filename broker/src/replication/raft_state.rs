@@ -1,8 +1,9 @@
 //! The small per-partition raft state kept beside the segment log: the vote, the last
 //! purged log id (durable, written by rename), and the last applied log id (a hint,
-//! rewritten in place without fsync; it is clamped to the log on start).
+//! rewritten in place without fsync; it is clamped to the log on start). The applied file
+//! is open while in use, under the process's budget of open log files.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::types::{LogId, Membership};
+use crate::log::open_files::LogFile;
 
 const DURABLE_FILE: &str = "raft-state.json";
 const APPLIED_FILE: &str = "raft-applied";
@@ -27,12 +29,12 @@ pub struct DurableRaftState {
 #[derive(Debug)]
 pub struct RaftStateFiles {
     dir: PathBuf,
-    applied: File,
+    applied: LogFile,
 }
 
 impl RaftStateFiles {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        let applied = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(APPLIED_FILE))?;
+        let applied = LogFile::open(dir.join(APPLIED_FILE), false).map_err(std::io::Error::other)?;
         Ok(RaftStateFiles { dir: dir.to_path_buf(), applied })
     }
 
@@ -61,7 +63,7 @@ impl RaftStateFiles {
     /// The last applied log id hint, or None when absent or unreadable.
     pub fn load_applied(&self) -> Option<LogId> {
         let mut buf = [0u8; 20];
-        self.applied.read_exact_at(&mut buf, 0).ok()?;
+        self.applied.get().ok()?.read_exact_at(&mut buf, 0).ok()?;
         let index = u64::from_be_bytes(buf[0..8].try_into().ok()?);
         let term = u64::from_be_bytes(buf[8..16].try_into().ok()?);
         let crc = u32::from_be_bytes(buf[16..20].try_into().ok()?);
@@ -78,6 +80,7 @@ impl RaftStateFiles {
         buf[8..16].copy_from_slice(&id.leader_id.term.to_be_bytes());
         let crc = crc32c::crc32c(&buf[0..16]);
         buf[16..20].copy_from_slice(&crc.to_be_bytes());
-        self.applied.write_all_at(&buf, 0)
+        // Never fsynced, so never dirty: the budget may close it between writes.
+        self.applied.get().map_err(std::io::Error::other)?.write_all_at(&buf, 0)
     }
 }

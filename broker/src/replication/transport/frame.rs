@@ -420,8 +420,8 @@ mod tests {
         let vote = Frame { kind: Kind::Vote, ..heartbeat(1, false) };
         let reply = heartbeat(2, true);
         let mut out = BytesMut::new();
-        assert_eq!(Frame::encode_heartbeats(&[vote.clone()], false, &mut out, MAX), Err(FrameError::NotAHeartbeat(Kind::Vote as u8)));
-        assert_eq!(Frame::encode_heartbeats(&[reply.clone()], false, &mut out, MAX), Err(FrameError::MixedBatch));
+        assert_eq!(Frame::encode_heartbeats(std::slice::from_ref(&vote), false, &mut out, MAX), Err(FrameError::NotAHeartbeat(Kind::Vote as u8)));
+        assert_eq!(Frame::encode_heartbeats(std::slice::from_ref(&reply), false, &mut out, MAX), Err(FrameError::MixedBatch));
         assert!(out.is_empty());
         // Hand-made batches that break the rules are refused when read.
         let batch_of = |inner: &[Frame], response: bool| {
