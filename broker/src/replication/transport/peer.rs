@@ -788,6 +788,19 @@ mod tests {
         assert_eq!(a.request(4, Kind::Vote, GroupId::Controller, Bytes::new(), T).await, Err(TransportError::UnknownPeer(4)));
     }
 
+    /// A hand-written node 2 that node 1 dials: accepts the connection and answers its
+    /// Hello; returns the stream and what was read past the Hello.
+    async fn accept_as_node_2(listener: &TcpListener) -> (TcpStream, BytesMut) {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut buf = BytesMut::new();
+        let first = read_frame(&mut s, &mut buf, 1 << 20).await.expect("read").expect("hello");
+        assert_eq!(parse_hello(&first.body), Some((1, 2)));
+        let mut out = BytesMut::new();
+        hello(2, 1, true).encode(&mut out, 1 << 20).expect("encode");
+        s.write_all(&out).await.expect("write");
+        (s, buf)
+    }
+
     #[tokio::test]
     async fn a_lost_peer_fails_pending_requests_at_once_and_is_dialled_again_when_back() {
         // The peer is a plain listener we control: Hello, then read one request and vanish.
@@ -795,13 +808,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let a = node(1, &[(2, addr)]).await;
         let fake_peer = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.expect("accept");
-            let mut buf = BytesMut::new();
-            let first = read_frame(&mut s, &mut buf, 1 << 20).await.expect("read").expect("hello");
-            assert_eq!(parse_hello(&first.body), Some((1, 2)));
-            let mut out = BytesMut::new();
-            hello(2, 1, true).encode(&mut out, 1 << 20).expect("encode");
-            s.write_all(&out).await.expect("write");
+            let (mut s, mut buf) = accept_as_node_2(&listener).await;
             let _ = read_frame(&mut s, &mut buf, 1 << 20).await;
             drop(s); // gone without replying
             listener
@@ -935,13 +942,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let a = node(1, &[(2, addr)]).await;
         let fake_peer = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.expect("accept");
-            let mut buf = BytesMut::new();
-            let first = read_frame(&mut s, &mut buf, 1 << 20).await.expect("read").expect("hello");
-            assert_eq!(parse_hello(&first.body), Some((1, 2)));
-            let mut out = BytesMut::new();
-            hello(2, 1, true).encode(&mut out, 1 << 20).expect("encode");
-            s.write_all(&out).await.expect("write");
+            let (mut s, mut buf) = accept_as_node_2(&listener).await;
             // Read until all three heartbeats are in, each in a batch frame.
             let mut beats = Vec::new();
             while beats.len() < 3 {
