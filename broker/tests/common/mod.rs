@@ -152,6 +152,21 @@ impl Drop for Broker {
 /// `n` nodes of one cluster on loopback (node ids 1..=n, all controller voters), each
 /// listening for clients; returns once every node is registered.
 pub fn cluster(n: usize, args: &[&str]) -> Vec<Broker> {
+    // The raft ports are picked before the nodes start, one after another; meanwhile the
+    // kernel may hand one out as the source port of an outgoing connection (other tests
+    // run at the same time), and the node meant to listen there exits. Start again on new
+    // ports then: the nodes already started are stopped when dropped.
+    for attempt in 1.. {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_cluster(n, args))) {
+            Ok(nodes) => return nodes,
+            Err(e) if attempt < 3 => eprintln!("starting a cluster failed ({:?}); again on new ports", e.downcast_ref::<String>()),
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    }
+    unreachable!("the loop returns or panics")
+}
+
+fn start_cluster(n: usize, args: &[&str]) -> Vec<Broker> {
     let raft_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let voters = raft_ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
     let nodes: Vec<Broker> = (0..n)
