@@ -78,12 +78,12 @@ struct Files {
 }
 
 impl Files {
-    fn open(paths: &Paths, truncate: bool) -> Result<Files, LogError> {
+    fn open(paths: Paths, truncate: bool) -> Result<Files, LogError> {
         Ok(Files {
-            log: LogFile::open(paths.log.clone(), truncate)?,
-            entries: LogFile::open(paths.entries.clone(), truncate)?,
-            meta: LogFile::open(paths.meta.clone(), truncate)?,
-            timeindex: LogFile::open(paths.timeindex.clone(), truncate)?,
+            log: LogFile::open(paths.log, truncate)?,
+            entries: LogFile::open(paths.entries, truncate)?,
+            meta: LogFile::open(paths.meta, truncate)?,
+            timeindex: LogFile::open(paths.timeindex, truncate)?,
         })
     }
 
@@ -134,7 +134,6 @@ pub(crate) struct Segment {
     pub(crate) first_entry: Option<EntryMeta>,
     pub(crate) last_entry: Option<EntryMeta>,
     pub(crate) time_index: TimeIndexTracker,
-    paths: Paths,
     files: Files,
 }
 
@@ -143,24 +142,23 @@ fn exists(path: &Path) -> Result<bool, LogError> {
 }
 
 /// Open an existing segment's files; returns whether `.timeindex` already existed.
-fn open_existing(dir: &Path, base_offset: i64) -> Result<(Paths, Files, bool), LogError> {
+fn open_existing(dir: &Path, base_offset: i64) -> Result<(Files, bool), LogError> {
     let paths = Paths::new(dir, base_offset);
     let timeindex_existed = exists(&paths.timeindex)?;
-    let files = Files::open(&paths, false)?;
-    Ok((paths, files, timeindex_existed))
+    let files = Files::open(paths, false)?;
+    Ok((files, timeindex_existed))
 }
 
 /// Cheap consistency check of a segment's files (header, whole records, first and last
 /// record, file sizes agreeing with the last record). `Ok(Err(reason))` = inconsistent.
 fn summarize(
-    paths: &Paths,
     files: &Files,
     base_offset: i64,
 ) -> Result<Result<Summary, String>, LogError> {
-    let entries_len = codec::file_len(&*files.entries.get()?, &paths.entries)?;
-    let log_len = codec::file_len(&*files.log.get()?, &paths.log)?;
-    let meta_len = codec::file_len(&*files.meta.get()?, &paths.meta)?;
-    let header = match entry_index::read_raw_header(&*files.entries.get()?, &paths.entries, entries_len)? {
+    let entries_len = codec::file_len(&*files.entries.get()?, files.entries.path())?;
+    let log_len = codec::file_len(&*files.log.get()?, files.log.path())?;
+    let meta_len = codec::file_len(&*files.meta.get()?, files.meta.path())?;
+    let header = match entry_index::read_raw_header(&*files.entries.get()?, files.entries.path(), entries_len)? {
         None => return Ok(Err("segment header is missing or torn".to_string())),
         Some(raw) => match SegmentHeader::decode(&raw) {
             Ok(header) => header,
@@ -195,7 +193,7 @@ fn summarize(
         return Ok(Err("entries follow an unpinned header".to_string()));
     }
     let decode = |slot: u64| -> Result<Result<EntryMeta, String>, LogError> {
-        let raw = entry_index::read_raw_record(&*files.entries.get()?, &paths.entries, slot)?;
+        let raw = entry_index::read_raw_record(&*files.entries.get()?, files.entries.path(), slot)?;
         Ok(EntryMeta::decode(&raw).map_err(|reason| format!("slot {slot}: {reason}")))
     };
     let first = match decode(0)? {
@@ -381,8 +379,8 @@ impl Segment {
     pub(crate) fn create(dir: &Path, header: SegmentHeader) -> Result<Self, LogError> {
         let paths = Paths::new(dir, header.base_offset);
         let stale = [exists(&paths.log)?, exists(&paths.meta)?, exists(&paths.entries)?, exists(&paths.timeindex)?];
-        let files = Files::open(&paths, true)?;
-        codec::write_all_at(&*files.entries.for_write()?, &paths.entries, &header.encode(), 0)?;
+        let files = Files::open(paths, true)?;
+        codec::write_all_at(&*files.entries.for_write()?, files.entries.path(), &header.encode(), 0)?;
         // Synced now rather than at the next flush, so that a burst of new segments (topics
         // of thousands of partitions) leaves no dirty file that the open-file budget could
         // not close. A new file is empty and needs no sync of its own; a stale one emptied
@@ -402,12 +400,11 @@ impl Segment {
             first_entry: None,
             last_entry: None,
             time_index: TimeIndexTracker::default(),
-            paths,
             files,
         })
     }
 
-    fn from_parts(paths: Paths, files: Files, s: Summary) -> Self {
+    fn from_parts(files: Files, s: Summary) -> Self {
         Segment {
             header: s.header,
             entry_count: s.entry_count,
@@ -417,7 +414,6 @@ impl Segment {
             first_entry: s.first_entry,
             last_entry: s.last_entry,
             time_index: TimeIndexTracker::default(),
-            paths,
             files,
         }
     }
@@ -430,18 +426,18 @@ impl Segment {
         base_offset: i64,
         interval: u32,
     ) -> Result<Self, LogError> {
-        let (paths, files, timeindex_existed) = open_existing(dir, base_offset)?;
-        let summary = match summarize(&paths, &files, base_offset)? {
+        let (files, timeindex_existed) = open_existing(dir, base_offset)?;
+        let summary = match summarize(&files, base_offset)? {
             Ok(summary) => summary,
-            Err(reason) => return Err(LogError::corrupt_segment(&paths.entries, reason)),
+            Err(reason) => return Err(LogError::corrupt_segment(files.entries.path(), reason)),
         };
         if summary.entry_count == 0 {
             return Err(LogError::corrupt_segment(
-                &paths.entries,
+                files.entries.path(),
                 "a segment that is not the newest holds no entries",
             ));
         }
-        let mut segment = Segment::from_parts(paths, files, summary);
+        let mut segment = Segment::from_parts(files, summary);
         segment.init_time_index(interval, timeindex_existed)?;
         Ok(segment)
     }
@@ -457,11 +453,11 @@ impl Segment {
         prev: Option<&EntryMeta>,
         interval: u32,
     ) -> Result<OpenedLast, LogError> {
-        let (paths, files, timeindex_existed) = open_existing(dir, base_offset)?;
+        let (files, timeindex_existed) = open_existing(dir, base_offset)?;
         if trusted {
-            match summarize(&paths, &files, base_offset)? {
+            match summarize(&files, base_offset)? {
                 Ok(summary) => {
-                    let mut segment = Segment::from_parts(paths, files, summary);
+                    let mut segment = Segment::from_parts(files, summary);
                     if let Some(prev) = prev {
                         segment.check_follows(prev)?;
                     }
@@ -469,27 +465,26 @@ impl Segment {
                     return Ok(OpenedLast::Ready(Box::new(segment)));
                 }
                 Err(reason) => warn!(
-                    segment = %paths.entries.display(),
+                    segment = %files.entries.path().display(),
                     %reason,
                     "clean-shutdown marker present but the active segment is inconsistent; running full recovery"
                 ),
             }
         }
-        Segment::recover(paths, files, base_offset, prev, interval)
+        Segment::recover(files, base_offset, prev, interval)
     }
 
     fn recover(
-        paths: Paths,
         files: Files,
         base_offset: i64,
         prev: Option<&EntryMeta>,
         interval: u32,
     ) -> Result<OpenedLast, LogError> {
-        let entries_len = codec::file_len(&*files.entries.get()?, &paths.entries)?;
-        let log_len = codec::file_len(&*files.log.get()?, &paths.log)?;
-        let meta_len = codec::file_len(&*files.meta.get()?, &paths.meta)?;
+        let entries_len = codec::file_len(&*files.entries.get()?, files.entries.path())?;
+        let log_len = codec::file_len(&*files.log.get()?, files.log.path())?;
+        let meta_len = codec::file_len(&*files.meta.get()?, files.meta.path())?;
         let header =
-            match entry_index::read_raw_header(&*files.entries.get()?, &paths.entries, entries_len)?
+            match entry_index::read_raw_header(&*files.entries.get()?, files.entries.path(), entries_len)?
                 .map(|raw| SegmentHeader::decode(&raw))
             {
                 Some(Ok(header)) => header,
@@ -497,7 +492,7 @@ impl Segment {
             };
         if header.base_offset != base_offset {
             return Err(LogError::corrupt_segment(
-                &paths.entries,
+                files.entries.path(),
                 format!(
                     "header base offset {} does not match the file name",
                     header.base_offset
@@ -505,7 +500,7 @@ impl Segment {
             ));
         }
         if let Some(prev) = prev {
-            check_header_follows(&paths.entries, &header, prev)?;
+            check_header_follows(files.entries.path(), &header, prev)?;
         }
 
         let total_slots = entry_index::whole_slots(entries_len);
@@ -525,12 +520,11 @@ impl Segment {
         } else {
             let mut scratch = vec![0u8; STREAM_CHUNK];
             let entries = files.entries.get()?;
-            let mut scanner = RecordScanner::new(&entries, &paths.entries, 0, total_slots);
+            let mut scanner = RecordScanner::new(&entries, files.entries.path(), 0, total_slots);
             while let Some((slot, raw)) = scanner.next_raw()? {
                 match check_recovered_record(
                     &raw,
                     &walk,
-                    &paths,
                     &files,
                     log_len,
                     meta_len,
@@ -548,7 +542,7 @@ impl Segment {
         let keep_entries = entry_index::slot_position(walk.valid);
         if entries_len > keep_entries || log_len > walk.log_pos || meta_len > walk.meta_pos {
             warn!(
-                segment = %paths.entries.display(),
+                segment = %files.entries.path().display(),
                 kept_entries = walk.valid,
                 dropped_entries = total_slots - walk.valid,
                 dropped_entry_bytes = entries_len - keep_entries,
@@ -559,9 +553,9 @@ impl Segment {
             );
             // .entries first: once it no longer references the tail, the rest is garbage.
             for (file, path, len) in [
-                (&files.entries, &paths.entries, keep_entries),
-                (&files.log, &paths.log, walk.log_pos),
-                (&files.meta, &paths.meta, walk.meta_pos),
+                (&files.entries, files.entries.path(), keep_entries),
+                (&files.log, files.log.path(), walk.log_pos),
+                (&files.meta, files.meta.path(), walk.meta_pos),
             ] {
                 let f = file.for_write()?;
                 codec::set_len(&f, path, len)?;
@@ -578,7 +572,7 @@ impl Segment {
             first_entry: walk.first,
             last_entry: walk.last,
         };
-        let mut segment = Segment::from_parts(paths, files, summary);
+        let mut segment = Segment::from_parts(files, summary);
         // The walk already read everything; rebuilding is cheaper than checking.
         segment.rebuild_time_index(interval)?;
         Ok(OpenedLast::Ready(Box::new(segment)))
@@ -587,11 +581,11 @@ impl Segment {
     /// Check that this segment continues right after `prev` (the previous segment's
     /// last entry): next raft index, next Kafka offset, no lower term.
     pub(crate) fn check_follows(&self, prev: &EntryMeta) -> Result<(), LogError> {
-        check_header_follows(&self.paths.entries, &self.header, prev)?;
+        check_header_follows(self.files.entries.path(), &self.header, prev)?;
         if let Some(first) = self.first_entry {
             if first.term < prev.term {
                 return Err(LogError::corrupt_segment(
-                    &self.paths.entries,
+                    self.files.entries.path(),
                     format!(
                         "first term {} is below the previous segment's last term {}",
                         first.term, prev.term
@@ -604,7 +598,7 @@ impl Segment {
 
     fn init_time_index(&mut self, interval: u32, existed: bool) -> Result<(), LogError> {
         if !existed {
-            warn!(segment = %self.paths.timeindex.display(), "time index missing; rebuilding it");
+            warn!(segment = %self.files.timeindex.path().display(), "time index missing; rebuilding it");
             return self.rebuild_time_index(interval);
         }
         match self.load_time_index_state(interval)? {
@@ -613,7 +607,7 @@ impl Segment {
                 Ok(())
             }
             Err(reason) => {
-                warn!(segment = %self.paths.timeindex.display(), %reason, "time index inconsistent; rebuilding it");
+                warn!(segment = %self.files.timeindex.path().display(), %reason, "time index inconsistent; rebuilding it");
                 self.rebuild_time_index(interval)
             }
         }
@@ -626,7 +620,7 @@ impl Segment {
         &self,
         interval: u32,
     ) -> Result<Result<TimeIndexTracker, String>, LogError> {
-        let len = codec::file_len(&*self.files.timeindex.get()?, &self.paths.timeindex)?;
+        let len = codec::file_len(&*self.files.timeindex.get()?, self.files.timeindex.path())?;
         if len % TIME_INDEX_ENTRY_SIZE != 0 {
             return Ok(Err(format!(
                 "size {len} is not a multiple of {TIME_INDEX_ENTRY_SIZE}"
@@ -645,7 +639,7 @@ impl Segment {
                 max_timestamp: self.scan_max_timestamp(0)?,
             }));
         };
-        let last = time_index::read_entry(&*self.files.timeindex.get()?, &self.paths.timeindex, last_slot)?;
+        let last = time_index::read_entry(&*self.files.timeindex.get()?, self.files.timeindex.path(), last_slot)?;
         if last.offset < self.header.base_offset || last.offset >= self.next_offset {
             return Ok(Err(format!(
                 "last entry points at offset {} outside the segment",
@@ -686,7 +680,7 @@ impl Segment {
     fn scan_max_timestamp(&self, from_slot: u64) -> Result<Option<i64>, LogError> {
         let mut max = None;
         let entries = self.files.entries.get()?;
-        let mut scanner = RecordScanner::new(&entries, &self.paths.entries, from_slot, self.entry_count);
+        let mut scanner = RecordScanner::new(&entries, self.files.entries.path(), from_slot, self.entry_count);
         while let Some((_, rec)) = scanner.next_record()? {
             if rec.kind == EntryKind::Data {
                 max = Some(max.map_or(rec.max_timestamp, |m: i64| m.max(rec.max_timestamp)));
@@ -698,13 +692,13 @@ impl Segment {
     /// Rewrite `.timeindex` from `.entries` (same interval rule as appends) and sync it.
     pub(crate) fn rebuild_time_index(&mut self, interval: u32) -> Result<(), LogError> {
         let timeindex = self.files.timeindex.for_write()?;
-        let (file, path) = (&*timeindex, &self.paths.timeindex);
+        let (file, path) = (&*timeindex, self.files.timeindex.path());
         codec::set_len(file, path, 0)?;
         let mut tracker = TimeIndexTracker::default();
         let mut pending = Vec::new();
         let mut written = 0u64;
         let entries = self.files.entries.get()?;
-        let mut scanner = RecordScanner::new(&entries, &self.paths.entries, 0, self.entry_count);
+        let mut scanner = RecordScanner::new(&entries, self.files.entries.path(), 0, self.entry_count);
         while let Some((_, rec)) = scanner.next_record()? {
             if rec.kind != EntryKind::Data {
                 continue;
@@ -754,7 +748,7 @@ impl Segment {
     }
 
     pub(crate) fn log_path(&self) -> &Path {
-        &self.paths.log
+        self.files.log.path()
     }
 
     /// Fix the first raft index of a fresh, empty, unpinned segment.
@@ -764,7 +758,7 @@ impl Segment {
             pinned: true,
             ..self.header
         };
-        codec::write_all_at(&*self.files.entries.for_write()?, &self.paths.entries, &header.encode(), 0)?;
+        codec::write_all_at(&*self.files.entries.for_write()?, self.files.entries.path(), &header.encode(), 0)?;
         self.header = header;
         Ok(())
     }
@@ -820,8 +814,8 @@ impl Segment {
             meta_position: self.meta_size,
         };
         let log = self.files.log.for_write()?;
-        codec::write_all_at(&log, &self.paths.log, &prefix, entry.log_position)?;
-        codec::write_all_at(&log, &self.paths.log, body, entry.log_position + BROKER_PREFIX_LEN as u64)?;
+        codec::write_all_at(&log, self.files.log.path(), &prefix, entry.log_position)?;
+        codec::write_all_at(&log, self.files.log.path(), body, entry.log_position + BROKER_PREFIX_LEN as u64)?;
         self.commit_entry(entry, interval)
     }
 
@@ -859,8 +853,8 @@ impl Segment {
         w.u32(length);
         w.u32(crc32c::crc32c(payload));
         let meta = self.files.meta.for_write()?;
-        codec::write_all_at(&meta, &self.paths.meta, &frame, entry.meta_position)?;
-        codec::write_all_at(&meta, &self.paths.meta, payload, entry.meta_position + META_FRAME_HEADER)?;
+        codec::write_all_at(&meta, self.files.meta.path(), &frame, entry.meta_position)?;
+        codec::write_all_at(&meta, self.files.meta.path(), payload, entry.meta_position + META_FRAME_HEADER)?;
         self.commit_entry(entry, interval)
     }
 
@@ -869,7 +863,7 @@ impl Segment {
     /// simply be retried: it overwrites the same positions.
     fn commit_entry(&mut self, entry: EntryMeta, interval: u32) -> Result<EntryMeta, LogError> {
         let slot_pos = entry_index::slot_position(self.entry_count);
-        codec::write_all_at(&*self.files.entries.for_write()?, &self.paths.entries, &entry.encode(), slot_pos)?;
+        codec::write_all_at(&*self.files.entries.for_write()?, self.files.entries.path(), &entry.encode(), slot_pos)?;
         let mut tracker = self.time_index;
         if entry.kind == EntryKind::Data {
             let (next, index_entry) = tracker.after_batch(
@@ -880,7 +874,7 @@ impl Segment {
             );
             if let Some(index_entry) = index_entry {
                 let pos = time_index::entry_position(tracker.entries);
-                codec::write_all_at(&*self.files.timeindex.for_write()?, &self.paths.timeindex, &index_entry.encode(), pos)?;
+                codec::write_all_at(&*self.files.timeindex.for_write()?, self.files.timeindex.path(), &index_entry.encode(), pos)?;
             }
             tracker = next;
         }
@@ -906,20 +900,20 @@ impl Segment {
         };
         let keep_index = time_index::entries_before_offset(
             &*self.files.timeindex.get()?,
-            &self.paths.timeindex,
+            self.files.timeindex.path(),
             self.time_index.entries,
             cut.base_offset,
         )?;
         codec::set_len(
             &*self.files.entries.for_write()?,
-            &self.paths.entries,
+            self.files.entries.path(),
             entry_index::slot_position(slot),
         )?;
-        codec::set_len(&*self.files.log.for_write()?, &self.paths.log, cut.log_position)?;
-        codec::set_len(&*self.files.meta.for_write()?, &self.paths.meta, cut.meta_position)?;
+        codec::set_len(&*self.files.log.for_write()?, self.files.log.path(), cut.log_position)?;
+        codec::set_len(&*self.files.meta.for_write()?, self.files.meta.path(), cut.meta_position)?;
         codec::set_len(
             &*self.files.timeindex.for_write()?,
-            &self.paths.timeindex,
+            self.files.timeindex.path(),
             time_index::entry_position(keep_index),
         )?;
         self.entry_count = slot;
@@ -933,7 +927,7 @@ impl Segment {
         match self.load_time_index_state(interval)? {
             Ok(tracker) => self.time_index = tracker,
             Err(reason) => {
-                warn!(segment = %self.paths.timeindex.display(), %reason, "time index inconsistent after truncation; rebuilding it");
+                warn!(segment = %self.files.timeindex.path().display(), %reason, "time index inconsistent after truncation; rebuilding it");
                 self.rebuild_time_index(interval)?;
             }
         }
@@ -943,16 +937,16 @@ impl Segment {
     /// Cut files back to their logical sizes (a failed append may have left bytes past
     /// them) and sync everything: done before a segment stops being the newest.
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
-        codec::set_len(&*self.files.log.for_write()?, &self.paths.log, self.log_size)?;
-        codec::set_len(&*self.files.meta.for_write()?, &self.paths.meta, self.meta_size)?;
+        codec::set_len(&*self.files.log.for_write()?, self.files.log.path(), self.log_size)?;
+        codec::set_len(&*self.files.meta.for_write()?, self.files.meta.path(), self.meta_size)?;
         codec::set_len(
             &*self.files.entries.for_write()?,
-            &self.paths.entries,
+            self.files.entries.path(),
             entry_index::slot_position(self.entry_count),
         )?;
         codec::set_len(
             &*self.files.timeindex.for_write()?,
-            &self.paths.timeindex,
+            self.files.timeindex.path(),
             time_index::entry_position(self.time_index.entries),
         )?;
         self.sync_all()
@@ -996,10 +990,10 @@ impl Segment {
     /// Remove the segment's files (`.entries` first). Open handles stay valid.
     pub(crate) fn delete_files(&self) -> Result<(), LogError> {
         for path in [
-            &self.paths.entries,
-            &self.paths.log,
-            &self.paths.meta,
-            &self.paths.timeindex,
+            self.files.entries.path(),
+            self.files.log.path(),
+            self.files.meta.path(),
+            self.files.timeindex.path(),
         ] {
             codec::remove_file_if_exists(path)?;
         }
@@ -1012,7 +1006,7 @@ impl Segment {
                 return Ok(last);
             }
         }
-        entry_index::read_record(&*self.files.entries.get()?, &self.paths.entries, slot)
+        entry_index::read_record(&*self.files.entries.get()?, self.files.entries.path(), slot)
     }
 
     /// The entry with raft index `index`, if this segment holds it.
@@ -1023,7 +1017,7 @@ impl Segment {
         let rec = self.record_at_slot(index - self.header.first_index)?;
         if rec.index != index {
             return Err(LogError::corrupt_segment(
-                &self.paths.entries,
+                self.files.entries.path(),
                 format!("slot for index {index} holds index {}", rec.index),
             ));
         }
@@ -1034,7 +1028,7 @@ impl Segment {
     pub(crate) fn slot_for_offset(&self, offset: i64) -> Result<Option<u64>, LogError> {
         let count = self.entry_count;
         let slot =
-            entry_index::search_slots(&*self.files.entries.get()?, &self.paths.entries, 0, count, |r| {
+            entry_index::search_slots(&*self.files.entries.get()?, self.files.entries.path(), 0, count, |r| {
                 r.end_offset() <= offset
             })?;
         Ok((slot < count).then_some(slot))
@@ -1048,7 +1042,7 @@ impl Segment {
             EntryKind::Data => {
                 codec::read_exact_at(
                     &*self.files.log.get()?,
-                    &self.paths.log,
+                    self.files.log.path(),
                     &mut buf,
                     entry.log_position,
                 )?;
@@ -1057,20 +1051,20 @@ impl Segment {
                 let mut frame = [0u8; META_FRAME_HEADER as usize];
                 codec::read_exact_at(
                     &*self.files.meta.get()?,
-                    &self.paths.meta,
+                    self.files.meta.path(),
                     &mut frame,
                     entry.meta_position,
                 )?;
                 codec::read_exact_at(
                     &*self.files.meta.get()?,
-                    &self.paths.meta,
+                    self.files.meta.path(),
                     &mut buf,
                     entry.meta_position + META_FRAME_HEADER,
                 )?;
                 let mut r = FieldReader::new(&frame);
                 if r.u32() != Some(entry.length) || r.u32() != Some(crc32c::crc32c(&buf)) {
                     return Err(LogError::corrupt_segment(
-                        &self.paths.meta,
+                        self.files.meta.path(),
                         format!("meta frame of index {} fails its check", entry.index),
                     ));
                 }
@@ -1094,7 +1088,7 @@ impl Segment {
         let first = self.record_at_slot(first_slot)?;
         if first.kind != EntryKind::Data {
             return Err(LogError::corrupt_segment(
-                &self.paths.entries,
+                self.files.entries.path(),
                 format!("offset {offset} resolved to a meta entry"),
             ));
         }
@@ -1102,7 +1096,7 @@ impl Segment {
         let budget_end = start.saturating_add(u64::from(max_bytes));
         let stop = entry_index::search_slots(
             &*self.files.entries.get()?,
-            &self.paths.entries,
+            self.files.entries.path(),
             first_slot,
             self.entry_count,
             |r| r.base_offset < upper_offset && r.log_end() <= budget_end,
@@ -1124,7 +1118,7 @@ impl Segment {
     pub(crate) fn first_data_at_or_after(&self, ts: i64) -> Result<Option<EntryMeta>, LogError> {
         let below = time_index::last_entry_below(
             &*self.files.timeindex.get()?,
-            &self.paths.timeindex,
+            self.files.timeindex.path(),
             self.time_index.entries,
             ts,
         )?;
@@ -1133,7 +1127,7 @@ impl Segment {
             None => 0,
         };
         let entries = self.files.entries.get()?;
-        let mut scanner = RecordScanner::new(&entries, &self.paths.entries, start_slot, self.entry_count);
+        let mut scanner = RecordScanner::new(&entries, self.files.entries.path(), start_slot, self.entry_count);
         while let Some((_, rec)) = scanner.next_record()? {
             if rec.kind == EntryKind::Data && rec.max_timestamp >= ts {
                 return Ok(Some(rec));
@@ -1146,7 +1140,7 @@ impl Segment {
     pub(crate) fn first_slot_with_term_above(&self, term: u64) -> Result<u64, LogError> {
         entry_index::search_slots(
             &*self.files.entries.get()?,
-            &self.paths.entries,
+            self.files.entries.path(),
             0,
             self.entry_count,
             |r| r.term <= term,
@@ -1187,7 +1181,6 @@ fn check_header_follows(
 fn check_recovered_record(
     raw: &[u8; ENTRY_RECORD_SIZE as usize],
     walk: &Walk,
-    paths: &Paths,
     files: &Files,
     log_len: u64,
     meta_len: u64,
@@ -1231,8 +1224,8 @@ fn check_recovered_record(
         return Ok(Err(reason));
     }
     let verdict = match rec.kind {
-        EntryKind::Data => verify_stored_batch(&*files.log.get()?, &paths.log, &rec, scratch)?,
-        EntryKind::Meta => verify_meta_frame(&*files.meta.get()?, &paths.meta, &rec, scratch)?,
+        EntryKind::Data => verify_stored_batch(&*files.log.get()?, files.log.path(), &rec, scratch)?,
+        EntryKind::Meta => verify_meta_frame(&*files.meta.get()?, files.meta.path(), &rec, scratch)?,
     };
     Ok(verdict.map(|()| rec))
 }
