@@ -553,7 +553,10 @@ impl Node {
                 warn!(error = %e, "deleting partition directory failed");
             }
         }
-        // Open replicas newly assigned here, several at a time.
+        // Open replicas newly assigned here, a few at a time: a topic of thousands of
+        // partitions would otherwise queue thousands of blocking opens (each syncs its new
+        // files and directories) at once.
+        let disk = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REPLICA_OPENS));
         let mut opening = tokio::task::JoinSet::new();
         for topic in state.topics.values() {
             for p in &topic.partitions {
@@ -583,12 +586,9 @@ impl Node {
                     start_quiet: !self.config.partition_quiet_after.is_zero(),
                 };
                 let (topic_name, topic_id, index) = (topic.name.clone(), topic.id, p.index);
+                let disk = disk.clone();
                 opening.spawn(async move {
-                    let r = prepare_dir(&dir, topic_id).map_err(crate::replication::ReplicationError::Io);
-                    let r = match r {
-                        Ok(()) => PartitionReplica::open(&dir, rc, settings).await,
-                        Err(e) => Err(e),
-                    };
+                    let r = open_replica(disk, dir, topic_id, rc, settings).await;
                     (topic_name, topic_id, index, r)
                 });
             }
@@ -949,6 +949,35 @@ async fn rebalance_leaders(node: Weak<Node>) {
             })
             .await;
     }
+}
+
+/// Replicas whose files are being opened at once (`Node::reconcile`): enough to keep the
+/// disk busy, few enough that the blocking pool and the runtime stay responsive.
+const CONCURRENT_REPLICA_OPENS: usize = 16;
+
+/// Prepares a replica's directory and opens its files on the blocking pool, holding one of
+/// `disk`'s permits meanwhile, then starts its raft group.
+async fn open_replica(
+    disk: Arc<tokio::sync::Semaphore>,
+    dir: PathBuf,
+    topic_id: Uuid,
+    rc: ReplicaConfig,
+    settings: LogSettings,
+) -> Result<Arc<PartitionReplica>, crate::replication::ReplicationError> {
+    use crate::replication::ReplicationError;
+    let permit = disk.acquire_owned().await.map_err(|e| ReplicationError::Stopped(e.to_string()))?;
+    let log_config = rc.log;
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            prepare_dir(&dir, topic_id)?;
+            PartitionReplica::open_files(&dir, log_config)
+        })
+        .await
+        .map_err(|e| ReplicationError::Stopped(e.to_string()))??
+    };
+    drop(permit);
+    PartitionReplica::start(&dir, opened, rc, settings).await
 }
 
 /// Makes sure `dir` belongs to `topic_id`: a directory left by an older topic of the same

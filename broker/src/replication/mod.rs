@@ -17,7 +17,7 @@ pub mod types;
 pub(crate) use membership::{add_learners, bootstrap_single_voter, initialize_voters, set_voters, watch_serving};
 pub use membership::{current_voters, reaches_majority, serving_leader, voters_reached, GroupMembers, GroupTiming};
 pub(crate) use rocks_log::{command_group_config, RocksLogStore};
-pub use partition::{GroupMembership, LEADER_SILENT_AFTER, MarkerRequest, PartitionReplica, PartitionRequest, Proposal, ProposeHandle, ReplicaConfig};
+pub use partition::{GroupMembership, LEADER_SILENT_AFTER, MarkerRequest, PartitionReplica, PartitionRequest, Proposal, ProposeHandle, ReplicaConfig, ReplicaFiles};
 
 use crate::log::LogError;
 

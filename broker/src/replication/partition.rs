@@ -293,23 +293,31 @@ impl ProposeHandle {
     }
 }
 
+/// A replica's files, opened and recovered (`PartitionReplica::open_files`), before its
+/// raft group starts.
+pub struct ReplicaFiles {
+    log: PartitionLog,
+    files: RaftStateFiles,
+}
+
 impl PartitionReplica {
-    /// Opens (recovering) the log in `dir` and starts the raft group. A group that has never
-    /// been initialised is initialised with `initial_voters`.
-    pub async fn open(
+    /// Opens (recovering) the log and raft state in `dir`. Blocks on the disk: call it off
+    /// the async runtime's threads.
+    pub fn open_files(dir: &Path, config: LogConfig) -> Result<ReplicaFiles, ReplicationError> {
+        let log = PartitionLog::open(dir, config, crate::clock::now_ms())?;
+        let files = RaftStateFiles::open(dir)?;
+        Ok(ReplicaFiles { log, files })
+    }
+
+    /// Starts the raft group of a replica whose files `open_files` opened. A group that has
+    /// never been initialised is initialised with the configured replicas.
+    pub async fn start(
         dir: &Path,
+        opened: ReplicaFiles,
         config: ReplicaConfig,
         settings: crate::cluster::topic_config::LogSettings,
     ) -> Result<Arc<PartitionReplica>, ReplicationError> {
-        let dir_owned = dir.to_path_buf();
-        let log_config = config.log;
-        let (log, files) = tokio::task::spawn_blocking(move || -> Result<_, ReplicationError> {
-            let log = PartitionLog::open(&dir_owned, log_config, crate::clock::now_ms())?;
-            let files = RaftStateFiles::open(&dir_owned)?;
-            Ok((log, files))
-        })
-        .await
-        .map_err(|e| ReplicationError::Stopped(e.to_string()))??;
+        let ReplicaFiles { log, files } = opened;
         let durable = files.load()?;
         let start = log.log_start_offset();
         let (hw_tx, _) = watch::channel(start);
