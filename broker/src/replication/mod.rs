@@ -11,6 +11,7 @@ mod partition;
 mod raft_state;
 mod rocks_log;
 mod state_machine;
+pub mod tick_gate;
 pub mod transport;
 pub mod types;
 

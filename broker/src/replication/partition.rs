@@ -19,6 +19,7 @@ use super::transport::frame::{GroupId, Kind};
 use super::transport::peer::PeerTransport;
 use super::transport::raft::{decode, encode, GroupNetwork, GroupRouter, InboundGroup};
 use super::raft_state::RaftStateFiles;
+use super::tick_gate::{run_gated, TickGate};
 use super::state_machine::PartitionStateMachine;
 use super::types::{PartitionCommand, PartitionRaft, PartitionReply};
 use super::ReplicationError;
@@ -78,6 +79,8 @@ pub struct PartitionReplica {
     /// A quiet group: raft's ticker is off here (no heartbeats, no election timer); see
     /// `try_quiesce`.
     quiet: AtomicBool,
+    /// Shut while quiet, so that raft's tick task sleeps until the group wakes.
+    tick_gate: Arc<TickGate>,
     /// Set while a quiesce handshake runs, so that only one does.
     quiescing: AtomicBool,
     /// When this replica last wrote or woke (ms, `clock::now_ms`).
@@ -348,7 +351,8 @@ impl PartitionReplica {
         }
         let group = GroupId::Partition { topic: config.topic_id, partition: config.partition };
         let network = GroupNetwork::new(config.transport.clone(), group);
-        let raft = Raft::new(config.node_id, raft_config(timing)?, network.clone(), store, sm)
+        let tick_gate = TickGate::new(false);
+        let raft = run_gated(tick_gate.clone(), Raft::new(config.node_id, raft_config(timing)?, network.clone(), store, sm))
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
         let replica = Arc::new(PartitionReplica {
@@ -366,6 +370,7 @@ impl PartitionReplica {
             transport: config.transport.clone(),
             timing,
             quiet: AtomicBool::new(false),
+            tick_gate,
             quiescing: AtomicBool::new(false),
             quiet_leader: std::sync::atomic::AtomicU64::new(NO_LEADER),
             last_active_ms: AtomicI64::new(crate::clock::now_ms()),
@@ -473,12 +478,14 @@ impl PartitionReplica {
     fn set_quiet(&self, quiet: bool) {
         self.quiet.store(quiet, Ordering::SeqCst);
         self.raft.runtime_config().tick(!quiet);
+        self.tick_gate.set_shut(quiet);
     }
 
     /// Ends a quiet spell here (raft ticks again), if there is one.
     pub fn wake(&self) {
         if self.quiet.swap(false, Ordering::SeqCst) {
             self.raft.runtime_config().tick(true);
+            self.tick_gate.set_shut(false);
         }
     }
 
@@ -913,5 +920,60 @@ impl PartitionReplica {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::GroupMembers;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_group_s_tick_timer_sleeps_until_the_group_wakes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members = GroupMembers::single_node(1);
+        let config = ReplicaConfig {
+            node_id: 1,
+            topic_id: uuid::Uuid::new_v4(),
+            partition: 0,
+            log: LogConfig::default(),
+            fsync: FsyncPolicy::Never,
+            replicas: vec![1],
+            timing: members.timing(),
+            transport: members.transport.clone(),
+            router: members.router.clone(),
+            may_initialize: true,
+            producer_expiration_ms: i64::MAX,
+            start_quiet: false,
+        };
+        let files = PartitionReplica::open_files(dir.path(), config.log).expect("open files");
+        let settings = crate::cluster::topic_config::LogSettings::resolve(&Default::default(), &Default::default());
+        let replica = PartitionReplica::start(dir.path(), files, config, settings).await.expect("start");
+        assert!(replica.wait_for_leader(Duration::from_secs(10)).await, "a lone voter elects itself");
+        let ticking = |ms| {
+            let r = replica.clone();
+            async move {
+                let before = r.tick_gate.ticks_ended();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                r.tick_gate.ticks_ended() - before
+            }
+        };
+        // Heartbeats every 100 ms: openraft ticks every 150 ms.
+        assert!(ticking(1_000).await >= 3, "an awake group ticks");
+        let mut quiet = false;
+        for _ in 0..50 {
+            quiet = replica.try_quiesce(Duration::ZERO).await;
+            if quiet {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(quiet, "an idle lone voter goes quiet");
+        // A sleep armed before the group went quiet may still end once.
+        let while_quiet = ticking(1_500).await;
+        assert!(while_quiet <= 1, "{while_quiet} tick sleeps ended in 1.5 s while quiet");
+        replica.wake();
+        assert!(ticking(1_000).await >= 3, "a woken group ticks again");
+        replica.shutdown().await;
     }
 }

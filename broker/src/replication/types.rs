@@ -27,7 +27,7 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
         Entry = openraft::Entry<PartitionRaft>,
         SnapshotData = std::io::Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = super::tick_gate::GatedRuntime,
 );
 
 pub type LogId = openraft::LogId<u64>;
