@@ -755,8 +755,9 @@ const MARKER_WAIT: Duration = Duration::from_secs(10);
 /// How long one pass of a reassignment waits for new replicas to catch up (the next pass
 /// waits again; replication goes on meanwhile).
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
-/// Quiet partitions are reported on every this many rounds only.
-const QUIET_REPORT_EVERY: u64 = 8;
+/// Quiet partitions are looked at on every this many rounds, and whenever the metadata or
+/// the set of nodes heard from changed (what their reports depend on).
+const QUIET_REPORT_EVERY: u64 = 40;
 /// How often leaders compare what the controller knows of them with the truth.
 const LEADER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -765,6 +766,7 @@ const LEADER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 /// FindCoordinator answer truly on every node.
 async fn report_leaders(node: Weak<Node>) {
     let mut round: u64 = 0;
+    let mut last_seen: Option<(Arc<ClusterState>, Vec<u64>)> = None;
     loop {
         tokio::time::sleep(LEADER_REPORT_INTERVAL).await;
         round += 1;
@@ -772,11 +774,22 @@ async fn report_leaders(node: Weak<Node>) {
         let me = node.config.node_id as u64;
         let state = node.cluster();
         let mut reports = Vec::new();
-        let replicas: Vec<(PartitionKey, Arc<PartitionReplica>)> =
-            node.replicas.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, r)| (*k, r.clone())).collect();
+        // A quiet leader's report changes only with the metadata or with which nodes answer
+        // (its ISR): quiet replicas are looked at when either changed, and now and then.
+        let heard = node.members.transport.peers_heard_within(node.config.replica_lag_time_max);
+        let unchanged = last_seen.as_ref().is_some_and(|(s, h)| Arc::ptr_eq(s, &state) && *h == heard);
+        let with_quiet = !unchanged || round % QUIET_REPORT_EVERY == 0;
+        last_seen = Some((state.clone(), heard));
+        let replicas: Vec<(PartitionKey, Arc<PartitionReplica>)> = node
+            .replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, r)| with_quiet || !r.is_quiet())
+            .map(|(k, r)| (*k, r.clone()))
+            .collect();
         for ((topic_id, index), r) in replicas {
-            // Quiet groups change only when nodes come and go: looked at less often.
-            if (r.is_quiet() && round % QUIET_REPORT_EVERY != 0) || !r.is_leader() {
+            if !r.is_leader() {
                 continue;
             }
             let Some(topic) = state.topic_by_id(&topic_id) else { continue };
@@ -898,13 +911,25 @@ async fn quiet_groups(node: Weak<Node>) {
         let Some(node) = node.upgrade() else { return };
         let idle = node.config.partition_quiet_after;
         let silent = node.members.transport.silent_peers(crate::replication::LEADER_SILENT_AFTER);
-        let replicas: Vec<Arc<PartitionReplica>> = node.replicas.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        for r in replicas {
-            if r.is_quiet() {
-                r.wake_if_leader_gone(&silent);
-            } else if r.may_quiesce(idle) {
-                tokio::spawn(async move { r.try_quiesce(idle).await });
-            }
+        let now_ms = crate::clock::now_ms();
+        // Looked at in place: with thousands of quiet replicas, cloning every handle each
+        // round would cost more than the checks.
+        let quiescing: Vec<Arc<PartitionReplica>> = {
+            let map = node.replicas.read().unwrap_or_else(|p| p.into_inner());
+            map.values()
+                .filter(|r| {
+                    if r.is_quiet() {
+                        r.wake_if_leader_gone(&silent, now_ms);
+                        false
+                    } else {
+                        r.may_quiesce(idle, now_ms)
+                    }
+                })
+                .cloned()
+                .collect()
+        };
+        for r in quiescing {
+            tokio::spawn(async move { r.try_quiesce(idle).await });
         }
     }
 }

@@ -70,6 +70,12 @@ where
     if raft.is_initialized().await.map_err(|e| e.to_string())? {
         return Ok(());
     }
+    // openraft initialises only a node that has never voted; one that voted was asked by a
+    // peer that started the group. Checked here so that openraft does not log the refusal
+    // as an error (thousands of times when a large topic is created).
+    if raft.metrics().borrow().vote.leader_id().term > 0 {
+        return Ok(());
+    }
     let members: BTreeMap<u64, BasicNode> = voters.iter().map(|id| (*id, BasicNode::default())).collect();
     match raft.initialize(members).await {
         Ok(()) => Ok(()),

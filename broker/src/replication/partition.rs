@@ -463,10 +463,10 @@ impl PartitionReplica {
 
     /// Whether `try_quiesce` may be worth trying: a serving leader, not quiet, not already
     /// trying, and nothing written for `idle`.
-    pub fn may_quiesce(&self, idle: Duration) -> bool {
+    pub fn may_quiesce(&self, idle: Duration, now_ms: i64) -> bool {
         !self.is_quiet()
             && !self.quiescing.load(Ordering::SeqCst)
-            && crate::clock::now_ms().saturating_sub(self.last_active_ms.load(Ordering::SeqCst)) >= idle.as_millis() as i64
+            && now_ms.saturating_sub(self.last_active_ms.load(Ordering::SeqCst)) >= idle.as_millis() as i64
             && serving_leader(&self.raft.metrics().borrow())
     }
 
@@ -503,7 +503,7 @@ impl PartitionReplica {
     /// Returns whether the group is quiet now.
     pub async fn try_quiesce(&self, idle: Duration) -> bool {
         let start = self.last_active_ms.load(Ordering::SeqCst);
-        if !self.may_quiesce(idle) || self.handing_over.load(Ordering::SeqCst) {
+        if !self.may_quiesce(idle, crate::clock::now_ms()) || self.handing_over.load(Ordering::SeqCst) {
             return self.is_quiet();
         }
         let (term, last_index, followers) = {
@@ -575,8 +575,8 @@ impl PartitionReplica {
     /// quiet under is unknown or among `silent` (nodes that stopped answering pings); not
     /// in the first `QUIET_START_GRACE` after opening, while pings have not had time to be
     /// answered. A quiet leader is left alone. Cheap: no metrics are read.
-    pub fn wake_if_leader_gone(&self, silent: &std::collections::HashSet<u64>) {
-        if !self.is_quiet() || crate::clock::now_ms().saturating_sub(self.opened_ms) < QUIET_START_GRACE.as_millis() as i64 {
+    pub fn wake_if_leader_gone(&self, silent: &std::collections::HashSet<u64>, now_ms: i64) {
+        if !self.is_quiet() || now_ms.saturating_sub(self.opened_ms) < QUIET_START_GRACE.as_millis() as i64 {
             return;
         }
         let leader = self.quiet_leader.load(Ordering::SeqCst);

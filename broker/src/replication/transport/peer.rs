@@ -324,6 +324,13 @@ impl PeerTransport {
         self.addresses.lock().map(|a| a.keys().copied().filter(|p| *p != self.node_id).collect()).unwrap_or_default()
     }
 
+    /// The other nodes heard from within `within`, in order.
+    pub fn peers_heard_within(&self, within: Duration) -> Vec<u64> {
+        let mut heard: Vec<u64> = self.peer_ids().into_iter().filter(|p| self.heard_within(*p, within)).collect();
+        heard.sort_unstable();
+        heard
+    }
+
     /// Peers with a known address that have not answered within `within`.
     pub fn silent_peers(&self, within: Duration) -> std::collections::HashSet<u64> {
         self.peer_ids().into_iter().filter(|p| !self.heard_within(*p, within)).collect()
