@@ -301,10 +301,23 @@ fn write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> ClusterEr
 /// How long a node may go unheard by the controller's leader before it is fenced (Kafka's
 /// broker.session.timeout.ms).
 const BROKER_SESSION_TIMEOUT: Duration = Duration::from_secs(9);
+/// How long a node that still answers pings may leave the controller group unanswered
+/// before it is fenced: a node busy starting thousands of partitions can fall behind on
+/// the controller's log for longer than a session while it is plainly alive.
+const BROKER_SESSION_TIMEOUT_WHILE_PINGED: Duration = Duration::from_secs(30);
+
+/// Whether a node is fenced: the controller group last heard from it `raft_ago` ago and its
+/// node last answered anything (pings included) `heard_ago` ago (`None`: never).
+fn silent_broker(raft_ago: Option<Duration>, heard_ago: Option<Duration>) -> bool {
+    let raft_silent_for = |d: Duration| raft_ago.is_none_or(|ago| ago >= d);
+    let alive = heard_ago.is_some_and(|ago| ago < BROKER_SESSION_TIMEOUT);
+    raft_silent_for(BROKER_SESSION_TIMEOUT) && (!alive || raft_silent_for(BROKER_SESSION_TIMEOUT_WHILE_PINGED))
+}
 
 /// While this node leads the controller group: fences registered nodes that have not
 /// answered it (heartbeats and appends reach voters and learners alike) for
-/// `BROKER_SESSION_TIMEOUT`, and unfences them when they answer again. A new leader waits
+/// `BROKER_SESSION_TIMEOUT`, or for `BROKER_SESSION_TIMEOUT_WHILE_PINGED` when their node
+/// still answers pings (`silent_broker`), and unfences them when they answer again. A new leader waits
 /// one session before fencing anybody, since it has heard from nobody yet.
 async fn fence_silent_brokers(raft: Raft<ControllerRaft>, network: GroupNetwork, state: watch::Receiver<Arc<ClusterState>>) {
     let mut leading_since: Option<std::time::Instant> = None;
@@ -333,7 +346,9 @@ async fn fence_silent_brokers(raft: Raft<ControllerRaft>, network: GroupNetwork,
             .values()
             .filter(|b| b.node_id != me)
             .filter_map(|b| {
-                let silent = answers.get(&b.node_id).is_none_or(|t| t.elapsed() >= BROKER_SESSION_TIMEOUT);
+                // Never answered this leader: silent for as long as it has led at least.
+                let raft_ago = answers.get(&b.node_id).map_or(since.elapsed(), |t| t.elapsed());
+                let silent = silent_broker(Some(raft_ago), network.heard_ago(b.node_id));
                 (silent != b.fenced).then_some((b.node_id, silent))
             })
             .collect();
@@ -556,6 +571,20 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_that_answers_pings_is_fenced_only_after_a_longer_silence_of_the_controller_group() {
+        let s = Duration::from_secs;
+        // Dead: nothing heard for a session.
+        assert!(silent_broker(Some(s(9)), Some(s(9))));
+        assert!(silent_broker(None, None));
+        // Heard by the group within a session: live, whatever the pings.
+        assert!(!silent_broker(Some(s(8)), None));
+        // Busy: the group has not heard from it for a session, but its node answers pings.
+        assert!(!silent_broker(Some(s(20)), Some(Duration::from_millis(300))));
+        // ...until the group has not heard from it for much longer.
+        assert!(silent_broker(Some(s(30)), Some(Duration::from_millis(300))));
+    }
     use std::collections::BTreeMap;
     use uuid::Uuid;
 

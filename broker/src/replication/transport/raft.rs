@@ -39,6 +39,11 @@ impl GroupNetwork {
     pub fn last_answers(&self) -> HashMap<u64, Instant> {
         self.answers.lock().map(|a| a.clone()).unwrap_or_default()
     }
+
+    /// How long ago `peer`'s node was last heard from at all (pings included).
+    pub fn heard_ago(&self, peer: u64) -> Option<std::time::Duration> {
+        self.transport.heard_ago(peer)
+    }
 }
 
 /// A client of one peer for one group (openraft makes one per replication stream).
