@@ -65,6 +65,8 @@ pub struct PartitionReplica {
     network: GroupNetwork,
     /// Per follower, when it was last seen caught up with the leader's committed entries.
     caught_up: Mutex<BTreeMap<u64, std::time::Instant>>,
+    /// The term this node was last seen leading, and since when (`in_sync_replicas`).
+    leading_since: Mutex<Option<(u64, std::time::Instant)>>,
     shared: Arc<PartitionShared>,
     dir: PathBuf,
     /// Settings read on the write path, updated when topic configs change.
@@ -362,6 +364,7 @@ impl PartitionReplica {
             router: config.router.clone(),
             network,
             caught_up: Mutex::new(BTreeMap::new()),
+            leading_since: Mutex::new(None),
             shared,
             dir: dir.to_path_buf(),
             settings: Mutex::new(settings),
@@ -607,6 +610,17 @@ impl PartitionReplica {
         }
         let committed = m.last_applied.map(|l| l.index);
         let now = std::time::Instant::now();
+        // As Kafka's new leader does for its followers, a follower never heard from yet (a
+        // new group's) counts from when this leadership began: it is in sync until `lag`
+        // passes without it answering and catching up, not out until it first does.
+        let since = {
+            let term = m.vote.leader_id().term;
+            let mut leading = self.leading_since.lock().unwrap_or_else(|p| p.into_inner());
+            match *leading {
+                Some((t, at)) if t == term => at,
+                _ => leading.insert((term, now)).1,
+            }
+        };
         let answered = self.network.last_answers();
         let mut caught_up = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
         let mut isr = vec![m.id];
@@ -617,7 +631,7 @@ impl PartitionReplica {
             if matched.map(|l| l.index) >= committed {
                 caught_up.insert(*id, now);
             }
-            let recent = |t: Option<&std::time::Instant>| t.is_some_and(|t| now.duration_since(*t) < lag);
+            let recent = |t: Option<&std::time::Instant>| now.duration_since(t.copied().unwrap_or(since)) < lag;
             if recent(answered.get(id)) && recent(caught_up.get(id)) {
                 isr.push(*id);
             }
