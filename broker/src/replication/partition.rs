@@ -81,6 +81,8 @@ pub struct PartitionReplica {
     /// A quiet group: raft's ticker is off here (no heartbeats, no election timer); see
     /// `try_quiesce`.
     quiet: AtomicBool,
+    /// Held while `quiet`, raft's ticker and `tick_gate` change (`set_quiet`, `wake`).
+    quiet_switch: Mutex<()>,
     /// Shut while quiet, so that raft's tick task sleeps until the group wakes.
     tick_gate: Arc<TickGate>,
     /// Set while a quiesce handshake runs, so that only one does.
@@ -373,6 +375,7 @@ impl PartitionReplica {
             transport: config.transport.clone(),
             timing,
             quiet: AtomicBool::new(false),
+            quiet_switch: Mutex::new(()),
             tick_gate,
             quiescing: AtomicBool::new(false),
             quiet_leader: std::sync::atomic::AtomicU64::new(NO_LEADER),
@@ -478,7 +481,11 @@ impl PartitionReplica {
         self.quiet.load(Ordering::SeqCst)
     }
 
+    /// The flag, raft's ticker and the tick gate change together under `quiet_switch`: a
+    /// `wake` between a `set_quiet(true)`'s flag and its ticker would otherwise leave the
+    /// group awake by its flag with its ticker off (no heartbeats, no election timer).
     fn set_quiet(&self, quiet: bool) {
+        let _switch = self.quiet_switch.lock().unwrap_or_else(|p| p.into_inner());
         self.quiet.store(quiet, Ordering::SeqCst);
         self.raft.runtime_config().tick(!quiet);
         self.tick_gate.set_shut(quiet);
@@ -486,6 +493,11 @@ impl PartitionReplica {
 
     /// Ends a quiet spell here (raft ticks again), if there is one.
     pub fn wake(&self) {
+        // Every write calls this: the lock is taken only when the group is quiet.
+        if !self.quiet.load(Ordering::SeqCst) {
+            return;
+        }
+        let _switch = self.quiet_switch.lock().unwrap_or_else(|p| p.into_inner());
         if self.quiet.swap(false, Ordering::SeqCst) {
             self.raft.runtime_config().tick(true);
             self.tick_gate.set_shut(false);
