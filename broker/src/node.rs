@@ -766,7 +766,7 @@ const LEADER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 /// FindCoordinator answer truly on every node.
 async fn report_leaders(node: Weak<Node>) {
     let mut round: u64 = 0;
-    let mut last_seen: Option<(Arc<ClusterState>, Vec<u64>)> = None;
+    let mut last_seen: Option<(Arc<ClusterState>, BTreeSet<u64>)> = None;
     loop {
         tokio::time::sleep(LEADER_REPORT_INTERVAL).await;
         round += 1;
@@ -776,10 +776,10 @@ async fn report_leaders(node: Weak<Node>) {
         let mut reports = Vec::new();
         // A quiet leader's report changes only with the metadata or with which nodes answer
         // (its ISR): quiet replicas are looked at when either changed, and now and then.
-        let heard = node.members.transport.peers_heard_within(node.config.replica_lag_time_max);
-        let unchanged = last_seen.as_ref().is_some_and(|(s, h)| Arc::ptr_eq(s, &state) && *h == heard);
+        let silent = node.members.transport.silent_peers(node.config.replica_lag_time_max);
+        let unchanged = last_seen.as_ref().is_some_and(|(s, q)| Arc::ptr_eq(s, &state) && *q == silent);
         let with_quiet = !unchanged || round % QUIET_REPORT_EVERY == 0;
-        last_seen = Some((state.clone(), heard));
+        last_seen = Some((state.clone(), silent));
         let replicas: Vec<(PartitionKey, Arc<PartitionReplica>)> = node
             .replicas
             .read()
@@ -914,20 +914,14 @@ async fn quiet_groups(node: Weak<Node>) {
         let now_ms = crate::clock::now_ms();
         // Looked at in place: with thousands of quiet replicas, cloning every handle each
         // round would cost more than the checks.
-        let quiescing: Vec<Arc<PartitionReplica>> = {
-            let map = node.replicas.read().unwrap_or_else(|p| p.into_inner());
-            map.values()
-                .filter(|r| {
-                    if r.is_quiet() {
-                        r.wake_if_leader_gone(&silent, now_ms);
-                        false
-                    } else {
-                        r.may_quiesce(idle, now_ms)
-                    }
-                })
-                .cloned()
-                .collect()
-        };
+        let mut quiescing: Vec<Arc<PartitionReplica>> = Vec::new();
+        for r in node.replicas.read().unwrap_or_else(|p| p.into_inner()).values() {
+            if r.is_quiet() {
+                r.wake_if_leader_gone(&silent, now_ms);
+            } else if r.may_quiesce(idle, now_ms) {
+                quiescing.push(r.clone());
+            }
+        }
         for r in quiescing {
             tokio::spawn(async move { r.try_quiesce(idle).await });
         }

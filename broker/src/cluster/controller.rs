@@ -308,10 +308,9 @@ const BROKER_SESSION_TIMEOUT_WHILE_PINGED: Duration = Duration::from_secs(30);
 
 /// Whether a node is fenced: the controller group last heard from it `raft_ago` ago and its
 /// node last answered anything (pings included) `heard_ago` ago (`None`: never).
-fn silent_broker(raft_ago: Option<Duration>, heard_ago: Option<Duration>) -> bool {
-    let raft_silent_for = |d: Duration| raft_ago.is_none_or(|ago| ago >= d);
+fn silent_broker(raft_ago: Duration, heard_ago: Option<Duration>) -> bool {
     let alive = heard_ago.is_some_and(|ago| ago < BROKER_SESSION_TIMEOUT);
-    raft_silent_for(BROKER_SESSION_TIMEOUT) && (!alive || raft_silent_for(BROKER_SESSION_TIMEOUT_WHILE_PINGED))
+    raft_ago >= BROKER_SESSION_TIMEOUT && (!alive || raft_ago >= BROKER_SESSION_TIMEOUT_WHILE_PINGED)
 }
 
 /// While this node leads the controller group: fences registered nodes that have not
@@ -348,7 +347,7 @@ async fn fence_silent_brokers(raft: Raft<ControllerRaft>, network: GroupNetwork,
             .filter_map(|b| {
                 // Never answered this leader: silent for as long as it has led at least.
                 let raft_ago = answers.get(&b.node_id).map_or(since.elapsed(), |t| t.elapsed());
-                let silent = silent_broker(Some(raft_ago), network.heard_ago(b.node_id));
+                let silent = silent_broker(raft_ago, network.heard_ago(b.node_id));
                 (silent != b.fenced).then_some((b.node_id, silent))
             })
             .collect();
@@ -576,14 +575,14 @@ mod tests {
     fn a_node_that_answers_pings_is_fenced_only_after_a_longer_silence_of_the_controller_group() {
         let s = Duration::from_secs;
         // Dead: nothing heard for a session.
-        assert!(silent_broker(Some(s(9)), Some(s(9))));
-        assert!(silent_broker(None, None));
+        assert!(silent_broker(s(9), Some(s(9))));
+        assert!(silent_broker(s(9), None));
         // Heard by the group within a session: live, whatever the pings.
-        assert!(!silent_broker(Some(s(8)), None));
+        assert!(!silent_broker(s(8), None));
         // Busy: the group has not heard from it for a session, but its node answers pings.
-        assert!(!silent_broker(Some(s(20)), Some(Duration::from_millis(300))));
+        assert!(!silent_broker(s(20), Some(Duration::from_millis(300))));
         // ...until the group has not heard from it for much longer.
-        assert!(silent_broker(Some(s(30)), Some(Duration::from_millis(300))));
+        assert!(silent_broker(s(30), Some(Duration::from_millis(300))));
     }
     use std::collections::BTreeMap;
     use uuid::Uuid;

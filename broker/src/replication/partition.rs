@@ -590,7 +590,7 @@ impl PartitionReplica {
     /// quiet under is unknown or among `silent` (nodes that stopped answering pings); not
     /// in the first `QUIET_START_GRACE` after opening, while pings have not had time to be
     /// answered. A quiet leader is left alone. Cheap: no metrics are read.
-    pub fn wake_if_leader_gone(&self, silent: &std::collections::HashSet<u64>, now_ms: i64) {
+    pub fn wake_if_leader_gone(&self, silent: &std::collections::BTreeSet<u64>, now_ms: i64) {
         if !self.is_quiet() || now_ms.saturating_sub(self.opened_ms) < QUIET_START_GRACE.as_millis() as i64 {
             return;
         }

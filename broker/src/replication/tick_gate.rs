@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,7 +29,8 @@ pub struct TickGate {
     /// The tick task, when it waits for the gate to open.
     waiting: AtomicWaker,
     /// Tick sleeps that ended, for tests to see that a shut gate stops them.
-    ended: AtomicU64,
+    #[cfg(test)]
+    ended: std::sync::atomic::AtomicU64,
 }
 
 impl TickGate {
@@ -81,6 +82,7 @@ impl Future for GatedSleep {
             }
         }
         let ended = self.sleep.as_mut().poll(cx);
+        #[cfg(test)]
         if let (Poll::Ready(()), Some(gate)) = (&ended, &self.gate) {
             gate.ended.fetch_add(1, Ordering::Relaxed);
         }

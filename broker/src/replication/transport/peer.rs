@@ -20,7 +20,7 @@
 //! four times as many are read ahead of them, after which it is not read (pings are
 //! answered as they are read); every request has a deadline.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -324,15 +324,8 @@ impl PeerTransport {
         self.addresses.lock().map(|a| a.keys().copied().filter(|p| *p != self.node_id).collect()).unwrap_or_default()
     }
 
-    /// The other nodes heard from within `within`, in order.
-    pub fn peers_heard_within(&self, within: Duration) -> Vec<u64> {
-        let mut heard: Vec<u64> = self.peer_ids().into_iter().filter(|p| self.heard_within(*p, within)).collect();
-        heard.sort_unstable();
-        heard
-    }
-
     /// Peers with a known address that have not answered within `within`.
-    pub fn silent_peers(&self, within: Duration) -> std::collections::HashSet<u64> {
+    pub fn silent_peers(&self, within: Duration) -> BTreeSet<u64> {
         self.peer_ids().into_iter().filter(|p| !self.heard_within(*p, within)).collect()
     }
 
