@@ -173,6 +173,10 @@ pub struct PartitionLog {
     dir_dirty: bool,
     clean_marker_present: bool,
     needs_reopen: bool,
+    /// Data entries were appended since the last barrier (`barrier_due`).
+    data_since_barrier: bool,
+    /// A meta entry was appended since the last barrier.
+    meta_since_barrier: bool,
 }
 
 impl fmt::Debug for PartitionLog {
@@ -247,6 +251,10 @@ impl PartitionLog {
             dir_dirty,
             clean_marker_present: false,
             needs_reopen: false,
+            // After a crash of the process alone, the records recovery read may still be
+            // only in the page cache.
+            data_since_barrier: true,
+            meta_since_barrier: false,
         };
         debug!(log = ?log, "opened partition log");
         Ok(log)
@@ -266,7 +274,8 @@ impl PartitionLog {
     /// any index is accepted and becomes the first. Terms may not decrease. A batch must
     /// be exactly one whole v2 batch with a valid CRC. Before a data append the active
     /// segment is rolled if it holds data and reached `segment_bytes` or `segment_ms`.
-    /// Not durable until `flush`.
+    /// Not durable until `flush`. A barrier that is due (`barrier_due`) is synced here,
+    /// blocking; callers that must not block take it first (`take_barrier`).
     pub fn append(
         &mut self,
         index: u64,
@@ -292,6 +301,9 @@ impl PartitionLog {
             EntryPayload::Batch(bytes) => Some(batch::check_batch_for_append(bytes)?),
             EntryPayload::Meta(_) => None,
         };
+        if self.barrier_due(header.is_none()) {
+            self.take_barrier()?.sync()?;
+        }
         self.drop_clean_marker()?;
         if header.is_some() && self.should_roll(now_ms) {
             self.roll(index, now_ms)?;
@@ -310,6 +322,10 @@ impl PartitionLog {
                 return Err(LogError::corrupt_batch("batch header missing"));
             }
         };
+        match entry.kind {
+            EntryKind::Data => self.data_since_barrier = true,
+            EntryKind::Meta => self.meta_since_barrier = true,
+        }
         Ok(AppendInfo {
             base_offset: entry.base_offset,
             last_offset: entry.last_offset(),
@@ -328,7 +344,40 @@ impl PartitionLog {
             codec::sync_dir(&self.dir)?;
             self.dir_dirty = false;
         }
+        self.data_since_barrier = false;
+        self.meta_since_barrier = false;
         Ok(())
+    }
+
+    /// Whether appending a meta entry (`meta`) or a data entry now must first wait for a
+    /// barrier (`take_barrier`, synced). Group commit leaves data entries' records in
+    /// `.entries` unsynced and recovery rebuilds them from the batches in `.log`, which
+    /// is sound only if no meta entry can be lost between them: so a meta entry is
+    /// written only once every entry before it is durable, and a data entry after a meta
+    /// entry only once that is durable.
+    pub fn barrier_due(&self, meta: bool) -> bool {
+        if meta {
+            self.data_since_barrier
+        } else {
+            self.meta_since_barrier
+        }
+    }
+
+    /// The files a barrier syncs: the active segment's `.log`, `.meta` and `.entries`,
+    /// whether group commit already took them or not (a sync waits for one in flight),
+    /// and the directory if segments were created. The barrier counts as passed once
+    /// this returns, so the sync must complete before the next append. Leaves the dirty
+    /// state to group commit, which still syncs what its acknowledgements need.
+    pub fn take_barrier(&mut self) -> Result<PendingSync, LogError> {
+        self.check_usable()?;
+        let mut files = Vec::new();
+        if let Some(active) = self.segments.last() {
+            active.barrier_files(&mut files)?;
+        }
+        let dir = self.dir_dirty.then(|| self.dir.clone());
+        self.data_since_barrier = false;
+        self.meta_since_barrier = false;
+        Ok(PendingSync { files, dir })
     }
 
     /// Takes what `flush` would sync, so the caller can sync it after releasing the log:
@@ -1392,7 +1441,7 @@ mod tests {
     }
 
     #[test]
-    fn recovery_drops_a_torn_entries_record_and_its_unreferenced_batch() {
+    fn recovery_rebuilds_a_torn_entries_record_from_its_batch() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (batches, cfg) = three_batches_then(dir.path(), |dir| {
             let path = seg_file(dir, 0, ENTRIES_EXT);
@@ -1405,16 +1454,17 @@ mod tests {
                 .expect("tear");
         });
         let log = open(dir.path(), cfg);
-        assert_eq!(log.last_index(), Some(2));
-        assert_eq!(log.log_end_offset(), 4);
-        let kept = (batches[0].len() + batches[1].len()) as u64;
-        assert_eq!(file_len(&seg_file(dir.path(), 0, LOG_EXT)), kept);
+        assert_eq!(log.last_index(), Some(3));
+        assert_eq!(log.log_end_offset(), 6);
+        let full: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        assert_eq!(file_len(&seg_file(dir.path(), 0, LOG_EXT)), full);
+        assert_eq!(file_len(&seg_file(dir.path(), 0, ENTRIES_EXT)), 64 + 3 * 64);
     }
 
     #[test]
-    fn recovery_drops_an_entries_record_with_a_bad_checksum_and_everything_after_it() {
+    fn recovery_rebuilds_entries_records_with_a_bad_checksum_from_their_batches() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (_, cfg) = three_batches_then(dir.path(), |dir| {
+        let (batches, cfg) = three_batches_then(dir.path(), |dir| {
             let path = seg_file(dir, 0, ENTRIES_EXT);
             let file = OpenOptions::new().write(true).open(&path).expect("open");
             use std::os::unix::fs::FileExt;
@@ -1422,8 +1472,120 @@ mod tests {
                 .expect("corrupt slot 1");
         });
         let log = open(dir.path(), cfg);
-        assert_eq!(log.last_index(), Some(1));
-        assert_eq!(log.log_end_offset(), 2);
+        assert_eq!(log.last_index(), Some(3));
+        assert_eq!(log.log_end_offset(), 6);
+        for (i, batch) in batches.iter().enumerate() {
+            let stored = log.read_entry(i as u64 + 1).expect("read").map(|(m, _)| (m.term, m.length as usize));
+            assert_eq!(stored, Some((1, batch.len())));
+        }
+    }
+
+    /// Paths of what group commit would sync now.
+    fn group_commit_files(log: &mut PartitionLog) -> Vec<String> {
+        let pending = log.take_unsynced();
+        let names = pending
+            .files
+            .iter()
+            .map(|(_, p)| p.extension().and_then(|e| e.to_str()).unwrap_or_default().to_string())
+            .collect();
+        pending.sync().expect("sync");
+        names
+    }
+
+    #[test]
+    fn group_commit_syncs_entries_only_for_the_pinned_header_and_meta_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), config(1 << 20, 100));
+        data(&mut log, 1, 1, &simple_batch(2, 30, 0));
+        assert_eq!(group_commit_files(&mut log), vec![LOG_EXT, ENTRIES_EXT], "the first entry pins the header");
+        data(&mut log, 2, 1, &simple_batch(2, 30, 100));
+        data(&mut log, 3, 1, &simple_batch(2, 30, 200));
+        assert_eq!(group_commit_files(&mut log), vec![LOG_EXT]);
+        meta(&mut log, 4, 2, b"blank");
+        assert_eq!(group_commit_files(&mut log), vec![META_EXT, ENTRIES_EXT]);
+        data(&mut log, 5, 2, &simple_batch(2, 30, 300));
+        assert_eq!(group_commit_files(&mut log), vec![LOG_EXT]);
+        assert!(group_commit_files(&mut log).is_empty());
+    }
+
+    /// What a power loss after group commit can leave: the batches in `.log`, the records
+    /// of the last `lost` data entries missing from `.entries`.
+    fn lose_entries_records(dir: &Path, lost: u64) {
+        let path = seg_file(dir, 0, ENTRIES_EXT);
+        let len = file_len(&path);
+        OpenOptions::new().write(true).open(&path).expect("open").set_len(len - lost * 64).expect("cut");
+    }
+
+    #[test]
+    fn recovery_rebuilds_the_records_group_commit_left_unsynced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(1 << 20, 100);
+        let mut log = open(dir.path(), cfg);
+        data(&mut log, 1, 1, &simple_batch(2, 30, 0));
+        meta(&mut log, 2, 2, b"blank");
+        for i in 3..=6u64 {
+            data(&mut log, i, 2, &simple_batch(3, 30, i as i64 * 100));
+        }
+        log.take_unsynced().sync().expect("group commit");
+        let before: Vec<_> = (1..=6).map(|i| log.read_entry(i).expect("read")).collect();
+        let ts_lookup = log.offset_for_timestamp(450).expect("by time");
+        drop(log);
+        lose_entries_records(dir.path(), 3);
+
+        let mut log = open(dir.path(), cfg);
+        assert_eq!(log.last_index(), Some(6));
+        assert_eq!(log.last_term(), Some(2));
+        assert_eq!(log.log_end_offset(), 2 + 4 * 3);
+        let after: Vec<_> = (1..=6).map(|i| log.read_entry(i).expect("read")).collect();
+        assert_eq!(before, after);
+        assert_eq!(log.offset_for_timestamp(450).expect("by time"), ts_lookup);
+        assert!(ts_lookup.is_some());
+        assert_eq!(data(&mut log, 7, 3, &simple_batch(1, 1, 0)).base_offset, 14);
+    }
+
+    #[test]
+    fn recovery_does_not_rebuild_past_a_meta_frame_no_record_references() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (batches, cfg) = three_batches_then(dir.path(), |_| {});
+        let mut log = open(dir.path(), cfg);
+        meta(&mut log, 4, 2, b"membership");
+        data(&mut log, 5, 2, &simple_batch(1, 1, 0));
+        log.take_unsynced().sync().expect("group commit");
+        drop(log);
+        // The meta entry's record is gone but its frame is not: where it stood among the
+        // batches after it is unknown, so nothing after the last record is kept.
+        lose_entries_records(dir.path(), 2);
+        let log = open(dir.path(), cfg);
+        assert_eq!(log.last_index(), Some(3));
+        let full: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        assert_eq!(file_len(&seg_file(dir.path(), 0, LOG_EXT)), full);
+        assert_eq!(file_len(&seg_file(dir.path(), 0, META_EXT)), 0);
+    }
+
+    #[test]
+    fn a_meta_entry_is_written_after_a_barrier_and_data_after_it_after_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), config(1 << 20, 100));
+        assert!(log.barrier_due(true), "what recovery read may be only in the page cache");
+        assert!(!log.barrier_due(false));
+        log.take_barrier().expect("barrier").sync().expect("sync");
+        assert!(!log.barrier_due(true));
+        data(&mut log, 1, 1, &simple_batch(1, 1, 0));
+        assert!(log.barrier_due(true));
+        assert!(!log.barrier_due(false));
+        let barrier = log.take_barrier().expect("barrier");
+        let names: Vec<_> = barrier.files.iter().filter_map(|(_, p)| p.extension()?.to_str().map(str::to_string)).collect();
+        assert_eq!(names, vec![LOG_EXT, META_EXT, ENTRIES_EXT]);
+        barrier.sync().expect("sync");
+        meta(&mut log, 2, 2, b"blank");
+        assert!(log.barrier_due(false));
+        assert!(!log.barrier_due(true));
+        // A caller that did not take it gets it synced inside append.
+        data(&mut log, 3, 2, &simple_batch(1, 1, 0));
+        assert!(!log.barrier_due(false));
+        assert!(log.barrier_due(true));
+        // The barrier leaves group commit's work alone.
+        assert_eq!(group_commit_files(&mut log), vec![LOG_EXT, META_EXT, ENTRIES_EXT]);
     }
 
     #[test]

@@ -135,6 +135,13 @@ pub(crate) struct Segment {
     pub(crate) last_entry: Option<EntryMeta>,
     pub(crate) time_index: TimeIndexTracker,
     files: Files,
+    /// `.entries` holds a record group commit must sync: the pinned header, or a meta
+    /// entry's record. Data entries' records need no sync of their own: recovery
+    /// rebuilds them from `.log` (`Segment::recover`).
+    entries_needed: bool,
+    /// `.entries` or `.timeindex` were written since they were last fdatasynced, and
+    /// group commit left them to the page cache (`take_unsynced`).
+    lazy_unsynced: bool,
 }
 
 fn exists(path: &Path) -> Result<bool, LogError> {
@@ -401,6 +408,8 @@ impl Segment {
             last_entry: None,
             time_index: TimeIndexTracker::default(),
             files,
+            entries_needed: false,
+            lazy_unsynced: false,
         })
     }
 
@@ -415,6 +424,8 @@ impl Segment {
             last_entry: s.last_entry,
             time_index: TimeIndexTracker::default(),
             files,
+            entries_needed: false,
+            lazy_unsynced: false,
         }
     }
 
@@ -539,13 +550,37 @@ impl Segment {
             }
         }
 
+        // Group commit syncs `.log` but leaves data entries' records in `.entries` to the
+        // page cache, so batches past the last record may be durable (and acknowledged).
+        // Every meta entry is durable before anything after it is written, and everything
+        // before it is durable before it is written (`PartitionLog::barrier_due`): unless
+        // `.meta` holds a frame no record references (a meta entry torn mid-write, or a
+        // damaged record), the batches after the walk are the entries right after it.
+        let walked = walk.valid;
+        if header.pinned && meta_len == walk.meta_pos {
+            let mut scratch = vec![0u8; STREAM_CHUNK];
+            let entries = files.entries.for_write()?;
+            while let Some(rec) = rebuilt_data_entry(&walk, &files, log_len, &mut scratch)? {
+                codec::write_all_at(&entries, files.entries.path(), &rec.encode(), entry_index::slot_position(walk.valid))?;
+                walk.accept(rec);
+            }
+        }
+        let rebuilt = walk.valid - walked;
+        if rebuilt > 0 {
+            warn!(
+                segment = %files.entries.path().display(),
+                rebuilt,
+                last_index = walk.next_index.saturating_sub(1),
+                "recovery rebuilt the records of batches that .entries had not yet written"
+            );
+        }
         let keep_entries = entry_index::slot_position(walk.valid);
-        if entries_len > keep_entries || log_len > walk.log_pos || meta_len > walk.meta_pos {
+        if rebuilt > 0 || entries_len > keep_entries || log_len > walk.log_pos || meta_len > walk.meta_pos {
             warn!(
                 segment = %files.entries.path().display(),
                 kept_entries = walk.valid,
-                dropped_entries = total_slots - walk.valid,
-                dropped_entry_bytes = entries_len - keep_entries,
+                dropped_entries = total_slots.saturating_sub(walk.valid),
+                dropped_entry_bytes = entries_len.saturating_sub(keep_entries),
                 dropped_log_bytes = log_len - walk.log_pos,
                 dropped_meta_bytes = meta_len - walk.meta_pos,
                 reason = stop_reason.as_deref().unwrap_or("unreferenced bytes after the last entry"),
@@ -760,6 +795,7 @@ impl Segment {
         };
         codec::write_all_at(&*self.files.entries.for_write()?, self.files.entries.path(), &header.encode(), 0)?;
         self.header = header;
+        self.entries_needed = true;
         Ok(())
     }
 
@@ -855,7 +891,9 @@ impl Segment {
         let meta = self.files.meta.for_write()?;
         codec::write_all_at(&meta, self.files.meta.path(), &frame, entry.meta_position)?;
         codec::write_all_at(&meta, self.files.meta.path(), payload, entry.meta_position + META_FRAME_HEADER)?;
-        self.commit_entry(entry, interval)
+        let entry = self.commit_entry(entry, interval)?;
+        self.entries_needed = true;
+        Ok(entry)
     }
 
     /// Write the entry record (and a time-index entry if due), then update memory.
@@ -952,31 +990,56 @@ impl Segment {
         self.sync_all()
     }
 
-    /// fdatasync the files written since the last sync: data files before `.entries`.
+    /// fdatasync the files written since the last sync, those group commit left to the
+    /// page cache included: data files before `.entries`.
     pub(crate) fn sync(&mut self) -> Result<(), LogError> {
+        let lazy = std::mem::take(&mut self.lazy_unsynced);
         for f in self.files.in_sync_order() {
-            if f.is_dirty() {
+            let left_lazily = lazy && (std::ptr::eq(f, &self.files.entries) || std::ptr::eq(f, &self.files.timeindex));
+            if f.is_dirty() || left_lazily {
                 codec::sync_data(&*f.for_write()?, f.path())?;
                 f.synced();
             }
         }
+        self.entries_needed = false;
         Ok(())
     }
 
-    /// Hands out the files written since the last sync, in the order they must be synced
-    /// (`.log`, `.meta`, `.entries`, `.timeindex`), and marks them clean: the caller syncs
-    /// them without holding the log, so appends can go on meanwhile (group commit). The
-    /// descriptors handed out are the ones the writes went through.
+    /// The active segment's `.log`, `.meta` and `.entries`, whether written since their
+    /// last sync or not, for a barrier (`PartitionLog::take_barrier`): syncing a file
+    /// also waits for a sync of it that group commit has in flight. Dirty flags stay as
+    /// they are, so group commit still syncs (and answers for) what it has to.
+    pub(crate) fn barrier_files(&self, out: &mut Vec<(Arc<File>, PathBuf)>) -> Result<(), LogError> {
+        for f in [&self.files.log, &self.files.meta, &self.files.entries] {
+            out.push((f.get()?, f.path().to_path_buf()));
+        }
+        Ok(())
+    }
+
+    /// Hands out the files group commit must sync for the appends so far to be durable,
+    /// in the order they must be synced (`.log`, `.meta`, then `.entries` when it holds
+    /// the pinned header or a meta entry's record), and marks every written file clean:
+    /// the caller syncs them without holding the log, so appends can go on meanwhile.
+    /// The records of data entries in `.entries` and the time index are left to the page
+    /// cache (and may be closed by the open-file budget): recovery rebuilds both from
+    /// `.log`, so one fdatasync per flush suffices. The descriptors handed out are the
+    /// ones the writes went through.
     pub(crate) fn take_unsynced(&mut self, out: &mut Vec<(Arc<File>, PathBuf)>) {
         for f in self.files.in_sync_order() {
-            if f.is_dirty() {
-                // A dirty file is always open: the budget never closes one.
-                if let Some(file) = f.if_open() {
-                    out.push((file, f.path().to_path_buf()));
-                }
-                f.synced();
+            if !f.is_dirty() {
+                continue;
             }
+            let lazy = std::ptr::eq(f, &self.files.timeindex)
+                || (std::ptr::eq(f, &self.files.entries) && !self.entries_needed);
+            if lazy {
+                self.lazy_unsynced = true;
+            } else if let Some(file) = f.if_open() {
+                // A dirty file is always open: the budget never closes one.
+                out.push((file, f.path().to_path_buf()));
+            }
+            f.synced();
         }
+        self.entries_needed = false;
     }
 
     fn sync_all(&mut self) -> Result<(), LogError> {
@@ -984,6 +1047,8 @@ impl Segment {
             codec::sync_data(&*f.for_write()?, f.path())?;
             f.synced();
         }
+        self.entries_needed = false;
+        self.lazy_unsynced = false;
         Ok(())
     }
 
@@ -1175,6 +1240,45 @@ fn check_header_follows(
         ));
     }
     Ok(())
+}
+
+/// The record of the batch at the walk's `.log` position, when that is a whole, intact
+/// batch that can follow the walk (next offset, no lower term); `None` where the log ends
+/// or is torn.
+fn rebuilt_data_entry(
+    walk: &Walk,
+    files: &Files,
+    log_len: u64,
+    scratch: &mut [u8],
+) -> Result<Option<EntryMeta>, LogError> {
+    if log_len.saturating_sub(walk.log_pos) < BATCH_HEADER_SIZE as u64 {
+        return Ok(None);
+    }
+    let mut head = [0u8; BATCH_HEADER_SIZE];
+    codec::read_exact_at(&*files.log.get()?, files.log.path(), &mut head, walk.log_pos)?;
+    let Ok(header) = batch::parse_header(&head) else { return Ok(None) };
+    let (Ok(term), Ok(length), Some(offset_span)) = (
+        u64::try_from(header.partition_leader_epoch),
+        u32::try_from(header.total_size()),
+        u32::try_from(header.last_offset_delta).ok().and_then(|d| d.checked_add(1)),
+    ) else {
+        return Ok(None);
+    };
+    let rec = EntryMeta {
+        index: walk.next_index,
+        term,
+        kind: EntryKind::Data,
+        base_offset: header.base_offset,
+        offset_span,
+        max_timestamp: header.max_timestamp,
+        length,
+        log_position: walk.log_pos,
+        meta_position: walk.meta_pos,
+    };
+    if rec.term < walk.min_term || rec.base_offset != walk.next_offset || rec.log_end() > log_len {
+        return Ok(None);
+    }
+    Ok(verify_stored_batch(&*files.log.get()?, files.log.path(), &rec, scratch)?.ok().map(|()| rec))
 }
 
 /// Recovery's judgement of one raw entry record given the walk so far.

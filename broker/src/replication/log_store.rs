@@ -403,20 +403,34 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
     {
         let now = now_ms();
         let mut answers = LocalAnswers::new();
-        {
-            let mut log = self.shared.log();
-            let mut recent = self.shared.recent();
-            for e in entries {
-                let base_offset = append_entry(&mut log, &e, now).map_err(|err| {
-                    storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, err)
-                })?;
-                if let (Some(base_offset), EntryPayload::Normal(PartitionCommand::Batch(b))) = (base_offset, &e.payload) {
-                    if let Some(tx) = self.shared.local_appends.take(b) {
-                        answers.push((tx, base_offset));
-                    }
+        for e in entries {
+            let meta = !matches!(e.payload, EntryPayload::Normal(PartitionCommand::Batch(_)));
+            let barrier = {
+                let mut log = self.shared.log();
+                match log.barrier_due(meta).then(|| log.take_barrier()).transpose() {
+                    Ok(barrier) => barrier,
+                    Err(err) => return Err(storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, err)),
                 }
-                recent.push(e);
+            };
+            if let Some(barrier) = barrier {
+                // Rare (leader changes, membership changes): synced off the runtime, and
+                // nothing more is written until it is done.
+                tokio::task::spawn_blocking(move || barrier.sync())
+                    .await
+                    .map_err(|err| storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, std::io::Error::other(err)))?
+                    .map_err(|err| storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, err))?;
             }
+            let mut log = self.shared.log();
+            let base_offset = append_entry(&mut log, &e, now).map_err(|err| {
+                storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, err)
+            })?;
+            if let (Some(base_offset), EntryPayload::Normal(PartitionCommand::Batch(b))) = (base_offset, &e.payload) {
+                if let Some(tx) = self.shared.local_appends.take(b) {
+                    answers.push((tx, base_offset));
+                }
+            }
+            // Under the log's lock, so that readers find in the cache what the log holds.
+            self.shared.recent().push(e);
         }
         match self.shared.fsync {
             FsyncPolicy::Always => {
