@@ -2,8 +2,12 @@
 //! partition one more, so ten thousand partitions would hold fifty thousand descriptors
 //! if each stayed open. A `LogFile` is opened on first use and closed again when more
 //! than the budget's limit are open, least recently used first; the next use opens it
-//! again. A file written since its last fsync is never closed: its fsync must see any
-//! write-back error, which only the descriptor that was open during the write reports.
+//! again. A file written and not yet marked synced is never closed: its fsync must see
+//! any write-back error, which is surest through the descriptor that was open during the
+//! write. Files whose content recovery can rebuild (`.entries` records of batches, the
+//! time index) are marked synced without an fsync (`Segment::take_unsynced`), and may be
+//! closed with pages still unwritten; a later fsync reopens them (Linux reports an error
+//! not yet seen by any descriptor to the next fsync through a new one).
 //! What lives elsewhere: which files a segment has and when they are synced (`segment`).
 
 use std::fs::{File, OpenOptions};

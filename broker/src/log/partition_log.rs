@@ -244,6 +244,7 @@ impl PartitionLog {
             codec::remove_file_if_exists(&marker)?;
             codec::sync_dir(dir)?;
         }
+        let recovered = segments.iter().any(|s| s.entry_count > 0);
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             config,
@@ -251,10 +252,10 @@ impl PartitionLog {
             dir_dirty,
             clean_marker_present: false,
             needs_reopen: false,
-            // After a crash of the process alone, the records recovery read may still be
-            // only in the page cache.
-            data_since_barrier: true,
-            meta_since_barrier: false,
+            // After a crash of the process alone, what recovery read may still be only in
+            // the page cache: the first append after opening waits for a barrier.
+            data_since_barrier: recovered,
+            meta_since_barrier: recovered,
         };
         debug!(log = ?log, "opened partition log");
         Ok(log)
@@ -302,7 +303,9 @@ impl PartitionLog {
             EntryPayload::Meta(_) => None,
         };
         if self.barrier_due(header.is_none()) {
-            self.take_barrier()?.sync()?;
+            let synced = self.take_barrier()?.sync();
+            self.poison_on_error(synced)?;
+            self.barrier_synced();
         }
         self.drop_clean_marker()?;
         if header.is_some() && self.should_roll(now_ms) {
@@ -310,16 +313,24 @@ impl PartitionLog {
         }
         let interval = self.config.index_interval_bytes;
         let active = self.active_mut()?;
-        if !active.header.pinned {
-            active.pin(index)?;
-        }
-        let entry = match (payload, header) {
-            (EntryPayload::Batch(bytes), Some(header)) => {
-                active.append_data(index, term, bytes, &header, interval)?
+        let written = (|| {
+            if !active.header.pinned {
+                active.pin(index)?;
             }
-            (EntryPayload::Meta(bytes), _) => active.append_meta(index, term, bytes, interval)?,
-            (EntryPayload::Batch(_), None) => {
-                return Err(LogError::corrupt_batch("batch header missing"));
+            match (payload, header) {
+                (EntryPayload::Batch(bytes), Some(header)) => active.append_data(index, term, bytes, &header, interval),
+                (EntryPayload::Meta(bytes), _) => active.append_meta(index, term, bytes, interval),
+                (EntryPayload::Batch(_), None) => Err(LogError::corrupt_batch("batch header missing")),
+            }
+        })();
+        // A failed write may leave bytes no record references (a meta frame that would
+        // stop recovery from rebuilding records, a batch it could take for the next
+        // entry): nothing more is appended until the log is reopened and recovered.
+        let entry = match written {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.needs_reopen = true;
+                return Err(e);
             }
         };
         match entry.kind {
@@ -365,19 +376,23 @@ impl PartitionLog {
 
     /// The files a barrier syncs: the active segment's `.log`, `.meta` and `.entries`,
     /// whether group commit already took them or not (a sync waits for one in flight),
-    /// and the directory if segments were created. The barrier counts as passed once
-    /// this returns, so the sync must complete before the next append. Leaves the dirty
+    /// and the directory if segments were created. Nothing may be appended between
+    /// taking it and `barrier_synced`, called once the sync succeeded. Leaves the dirty
     /// state to group commit, which still syncs what its acknowledgements need.
-    pub fn take_barrier(&mut self) -> Result<PendingSync, LogError> {
+    pub fn take_barrier(&self) -> Result<PendingSync, LogError> {
         self.check_usable()?;
         let mut files = Vec::new();
         if let Some(active) = self.segments.last() {
             active.barrier_files(&mut files)?;
         }
         let dir = self.dir_dirty.then(|| self.dir.clone());
+        Ok(PendingSync { files, dir })
+    }
+
+    /// The barrier taken by `take_barrier` is synced: appends may go on.
+    pub fn barrier_synced(&mut self) {
         self.data_since_barrier = false;
         self.meta_since_barrier = false;
-        Ok(PendingSync { files, dir })
     }
 
     /// Takes what `flush` would sync, so the caller can sync it after releasing the log:
@@ -1566,22 +1581,30 @@ mod tests {
     fn a_meta_entry_is_written_after_a_barrier_and_data_after_it_after_another() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = open(dir.path(), config(1 << 20, 100));
+        assert!(!log.barrier_due(true) && !log.barrier_due(false), "a new log has nothing to protect");
+        meta(&mut log, 1, 1, b"membership");
+        drop(log);
+        let mut log = open(dir.path(), config(1 << 20, 100));
         assert!(log.barrier_due(true), "what recovery read may be only in the page cache");
-        assert!(!log.barrier_due(false));
+        assert!(log.barrier_due(false));
         log.take_barrier().expect("barrier").sync().expect("sync");
+        assert!(log.barrier_due(true), "passed only once the caller says it synced");
+        log.barrier_synced();
         assert!(!log.barrier_due(true));
-        data(&mut log, 1, 1, &simple_batch(1, 1, 0));
+        assert!(!log.barrier_due(false));
+        data(&mut log, 2, 1, &simple_batch(1, 1, 0));
         assert!(log.barrier_due(true));
         assert!(!log.barrier_due(false));
         let barrier = log.take_barrier().expect("barrier");
         let names: Vec<_> = barrier.files.iter().filter_map(|(_, p)| p.extension()?.to_str().map(str::to_string)).collect();
         assert_eq!(names, vec![LOG_EXT, META_EXT, ENTRIES_EXT]);
         barrier.sync().expect("sync");
-        meta(&mut log, 2, 2, b"blank");
+        log.barrier_synced();
+        meta(&mut log, 3, 2, b"blank");
         assert!(log.barrier_due(false));
         assert!(!log.barrier_due(true));
         // A caller that did not take it gets it synced inside append.
-        data(&mut log, 3, 2, &simple_batch(1, 1, 0));
+        data(&mut log, 4, 2, &simple_batch(1, 1, 0));
         assert!(!log.barrier_due(false));
         assert!(log.barrier_due(true));
         // The barrier leaves group commit's work alone.

@@ -586,15 +586,14 @@ impl Segment {
                 reason = stop_reason.as_deref().unwrap_or("unreferenced bytes after the last entry"),
                 "recovery truncated a torn tail of the active segment"
             );
-            // .entries first: once it no longer references the tail, the rest is garbage.
-            for (file, path, len) in [
-                (&files.entries, files.entries.path(), keep_entries),
-                (&files.log, files.log.path(), walk.log_pos),
-                (&files.meta, files.meta.path(), walk.meta_pos),
-            ] {
-                let f = file.for_write()?;
-                codec::set_len(&f, path, len)?;
-                codec::sync_data(&f, path)?;
+            // Cut .entries first: once it no longer references the tail, the rest is
+            // garbage. Synced last: a record (rebuilt, or read from the page cache after
+            // a crash of the process alone) must not be durable before what it points to.
+            for (file, len) in [(&files.entries, keep_entries), (&files.log, walk.log_pos), (&files.meta, walk.meta_pos)] {
+                codec::set_len(&*file.for_write()?, file.path(), len)?;
+            }
+            for file in [&files.log, &files.meta, &files.entries] {
+                codec::sync_data(&*file.for_write()?, file.path())?;
                 file.synced();
             }
         }
@@ -942,13 +941,18 @@ impl Segment {
             self.time_index.entries,
             cut.base_offset,
         )?;
+        // `.log` and `.meta` are cut and synced first: recovery rebuilds records for the
+        // batches it finds past the last record, so none may outlive the cut.
+        for (file, len) in [(&self.files.log, cut.log_position), (&self.files.meta, cut.meta_position)] {
+            let f = file.for_write()?;
+            codec::set_len(&f, file.path(), len)?;
+            codec::sync_data(&f, file.path())?;
+        }
         codec::set_len(
             &*self.files.entries.for_write()?,
             self.files.entries.path(),
             entry_index::slot_position(slot),
         )?;
-        codec::set_len(&*self.files.log.for_write()?, self.files.log.path(), cut.log_position)?;
-        codec::set_len(&*self.files.meta.for_write()?, self.files.meta.path(), cut.meta_position)?;
         codec::set_len(
             &*self.files.timeindex.for_write()?,
             self.files.timeindex.path(),
@@ -993,15 +997,15 @@ impl Segment {
     /// fdatasync the files written since the last sync, those group commit left to the
     /// page cache included: data files before `.entries`.
     pub(crate) fn sync(&mut self) -> Result<(), LogError> {
-        let lazy = std::mem::take(&mut self.lazy_unsynced);
         for f in self.files.in_sync_order() {
-            let left_lazily = lazy && (std::ptr::eq(f, &self.files.entries) || std::ptr::eq(f, &self.files.timeindex));
+            let left_lazily = self.lazy_unsynced && (std::ptr::eq(f, &self.files.entries) || std::ptr::eq(f, &self.files.timeindex));
             if f.is_dirty() || left_lazily {
                 codec::sync_data(&*f.for_write()?, f.path())?;
                 f.synced();
             }
         }
         self.entries_needed = false;
+        self.lazy_unsynced = false;
         Ok(())
     }
 

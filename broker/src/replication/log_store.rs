@@ -406,7 +406,7 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         for e in entries {
             let meta = !matches!(e.payload, EntryPayload::Normal(PartitionCommand::Batch(_)));
             let barrier = {
-                let mut log = self.shared.log();
+                let log = self.shared.log();
                 match log.barrier_due(meta).then(|| log.take_barrier()).transpose() {
                     Ok(barrier) => barrier,
                     Err(err) => return Err(storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, err)),
@@ -419,6 +419,7 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
                     .await
                     .map_err(|err| storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, std::io::Error::other(err)))?
                     .map_err(|err| storage_err(ErrorSubject::Log(*e.get_log_id()), ErrorVerb::Write, err))?;
+                self.shared.log().barrier_synced();
             }
             let mut log = self.shared.log();
             let base_offset = append_entry(&mut log, &e, now).map_err(|err| {
